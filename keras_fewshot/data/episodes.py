@@ -1,0 +1,118 @@
+"""N-way K-shot Q-query episodes from any labelled images, on tf.data.
+
+Episode i of a stream depends only on (seed, i): sampling uses stateless random ops, so the
+stream is the same however the map is parallelised, and a resumed run that starts at
+episode i sees exactly what an uninterrupted run would have seen.
+
+Each episode: N distinct classes (optionally all from one group, e.g. one alphabet), K + Q
+distinct examples per class, support and query disjoint, classes given labels 0..N-1 in
+random order, support and query each in random order. Elements follow the episode contract:
+({"support_images", "support_labels", "query_images"}, query_labels).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+class EpisodeSpec:
+    """Validated sampling tables for `episode_dataset` (classes sorted, offsets, counts)."""
+
+    def __init__(self, labels, ways, shots, queries, groups=None):
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be a 1-D integer array, got {labels.dtype} "
+                             f"{labels.shape}")
+        for name, value in (("ways", ways), ("shots", shots), ("queries", queries)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        self.ways, self.shots, self.queries = int(ways), int(shots), int(queries)
+        self.order = np.argsort(labels, kind="stable")
+        classes, offsets, counts = np.unique(labels[self.order], return_index=True,
+                                             return_counts=True)
+        per_class = self.shots + self.queries
+        eligible = counts >= per_class
+        if eligible.sum() < self.ways:
+            raise ValueError(f"{self.ways}-way episodes with {per_class} examples per class "
+                             f"need {self.ways} classes with >= {per_class} examples; "
+                             f"only {eligible.sum()} of {len(classes)} classes have that")
+        self.offsets = offsets[eligible].astype(np.int64)
+        self.counts = counts[eligible].astype(np.int64)
+        self.max_count = int(self.counts.max())
+        self.groups = None
+        if groups is not None:
+            groups = np.asarray(groups)[classes[eligible]]
+            group_ids, group_sizes = np.unique(groups, return_counts=True)
+            usable = group_ids[group_sizes >= self.ways]
+            if len(usable) == 0:
+                raise ValueError(f"No group has {self.ways} classes with >= {per_class} "
+                                 "examples for within-group episodes")
+            self.groups = groups.astype(np.int64)
+            self.usable_groups = usable.astype(np.int64)
+
+
+def _sample_indices(spec: EpisodeSpec, seed):
+    """Example indices (into the class-sorted order) of one episode: support, query."""
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    num_classes = len(spec.offsets)
+    scores = tf.random.stateless_uniform([num_classes], seeds[0])
+    if spec.groups is not None:
+        pick = tf.random.stateless_uniform([], seeds[1], maxval=len(spec.usable_groups),
+                                           dtype=tf.int32)
+        group = tf.gather(spec.usable_groups, pick)
+        scores = tf.where(tf.constant(spec.groups) == group, scores, -1.0)
+    classes = tf.math.top_k(scores, spec.ways).indices  # random order = label order
+    counts = tf.gather(spec.counts, classes)
+    per_class = spec.shots + spec.queries
+    draws = tf.random.stateless_uniform([spec.ways, spec.max_count], seeds[2])
+    draws = tf.where(tf.range(spec.max_count, dtype=tf.int64)[None] < counts[:, None],
+                     draws, -1.0)
+    within = tf.cast(tf.math.top_k(draws, per_class).indices, tf.int64)
+    index = tf.gather(spec.offsets, classes)[:, None] + within  # [N, K + Q]
+    labels = tf.repeat(tf.range(spec.ways, dtype=tf.int32)[:, None], per_class, axis=1)
+
+    def shuffled(idx, lab, s):
+        idx, lab = tf.reshape(idx, [-1]), tf.reshape(lab, [-1])
+        perm = tf.argsort(tf.random.stateless_uniform(tf.shape(idx), s))
+        return tf.gather(idx, perm), tf.gather(lab, perm)
+
+    support = shuffled(index[:, :spec.shots], labels[:, :spec.shots], seeds[3])
+    query = shuffled(index[:, spec.shots:], labels[:, spec.shots:], seeds[4])
+    return support, query
+
+
+def episode_dataset(images, labels, ways, shots, queries, *, groups=None, seed=0, start=0,
+                    num_episodes=None, batch_size=None) -> tf.data.Dataset:
+    """Episodes from labelled images already at model resolution (uint8 [M, H, W, C]).
+
+    Args:
+      images, labels: the examples and their integer classes (any values).
+      ways, shots, queries: N, K, Q.
+      groups: optional array mapping each class value to a group; every episode then takes
+        its N classes from one group (Lake's within-alphabet protocol).
+      seed: episode i is a function of (seed, i) alone.
+      start: index of the first episode (resuming a stream).
+      num_episodes: length of the stream; None for endless.
+      batch_size: if given, stack this many episodes per element ([B, ...] tensors).
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or len(images) != len(labels):
+        raise ValueError(f"images must be [M, H, W, C] with one label each; got images "
+                         f"{images.shape} and {len(labels)} labels")
+    spec = EpisodeSpec(labels, ways, shots, queries, groups)
+    sorted_images = tf.constant(images[spec.order])
+    stop = None if num_episodes is None else start + num_episodes
+    indices = tf.data.Dataset.counter(start) if stop is None else tf.data.Dataset.range(
+        start, stop)
+
+    def make(i):
+        (s_idx, s_lab), (q_idx, q_lab) = _sample_indices(spec, tf.stack(
+            [tf.cast(seed, tf.int64), tf.cast(i, tf.int64)]))
+        episode = {"support_images": tf.gather(sorted_images, s_idx),
+                   "support_labels": s_lab,
+                   "query_images": tf.gather(sorted_images, q_idx)}
+        return episode, q_lab
+
+    ds = indices.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if batch_size:
+        ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE)

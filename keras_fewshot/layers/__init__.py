@@ -1,0 +1,5 @@
+"""The papers' building blocks, each a serializable Keras layer."""
+
+from keras_fewshot.layers.conv4 import Conv4Embedding
+from keras_fewshot.layers.preprocessing import ImagePreprocessing, to_model_pixels
+from keras_fewshot.layers.prototypical import PrototypicalHead, class_means

@@ -1,0 +1,14 @@
+"""One file per method; each model honours the episode contract (see `episodic`)."""
+
+from keras_fewshot.models.episodic import (EPISODE_KEYS, EpisodicClassifier, dummy_episode,
+                                           validate_episode)
+from keras_fewshot.models.protonet import PrototypicalNetwork
+
+MODELS = {"protonet": PrototypicalNetwork}
+
+
+def build_model(name, config=None):
+    """A model by its registry name ("protonet", ...) and constructor config."""
+    if name not in MODELS:
+        raise ValueError(f"Unknown model {name!r}; available: {sorted(MODELS)}")
+    return MODELS[name](**(config or {}))

@@ -1,0 +1,127 @@
+"""The episode contract every classifier in the zoo honours.
+
+    logits = model({"support_images": [S, H, W, C] or [B, S, H, W, C] uint8 raw pixels,
+                    "support_labels": [S] or [B, S] ints in [0, N),
+                    "query_images":   [Q, H, W, C] or [B, Q, H, W, C] uint8 raw pixels})
+    # -> float32 [Q, N] or [B, Q, N]
+
+N is the number of classes in the support set (largest label + 1); every class in [0, N)
+needs at least one support example; shots may be uneven. Bad input raises an error naming
+the problem: ValueError when the problem is visible eagerly or from static shapes,
+tf.errors.InvalidArgumentError from inside a traced function (training, serving).
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+EPISODE_KEYS = ("support_images", "support_labels", "query_images")
+
+
+@dataclasses.dataclass
+class Episode:
+    """A validated episode, always batched: images [B, M, H, W, C], labels [B, S]."""
+    support_images: tf.Tensor
+    support_labels: tf.Tensor
+    query_images: tf.Tensor
+    num_classes: tf.Tensor
+    batched: bool
+
+
+def _check(condition, message):
+    """Raises ValueError eagerly; in a graph, adds an assertion that fails with `message`."""
+    if tf.executing_eagerly():
+        if not bool(condition):
+            raise ValueError(message)
+        return []
+    return [tf.debugging.Assert(condition, [message])]
+
+
+def validate_episode(inputs, fixed_ways=None) -> Episode:
+    """Checks an episode dict against the contract and returns it batched."""
+    if not isinstance(inputs, dict):
+        raise TypeError(f"An episode is a dict with keys {EPISODE_KEYS}; got {type(inputs)}")
+    missing = [k for k in EPISODE_KEYS if k not in inputs]
+    if missing:
+        raise ValueError(f"Episode is missing {missing}; expected keys {EPISODE_KEYS}")
+    s_x, s_y, q_x = (tf.convert_to_tensor(inputs[k]) for k in EPISODE_KEYS)
+    for name, x in (("support_images", s_x), ("query_images", q_x)):
+        if x.dtype != tf.uint8:
+            raise ValueError(f"{name} must be uint8 raw pixels, got {x.dtype.name}")
+        if x.shape.rank not in (4, 5):
+            raise ValueError(f"{name} must have rank 4 [M, H, W, C] or 5 [B, M, H, W, C], "
+                             f"got shape {x.shape}")
+        if x.shape[-1] is not None and x.shape[-1] not in (1, 3):
+            raise ValueError(f"{name} must have 1 or 3 channels, got shape {x.shape}")
+    if not s_y.dtype.is_integer:
+        raise ValueError(f"support_labels must be integers, got {s_y.dtype.name}")
+    if q_x.shape.rank != s_x.shape.rank:
+        raise ValueError(f"support_images {s_x.shape} and query_images {q_x.shape} must both "
+                         "be batched (rank 5) or both unbatched (rank 4)")
+    batched = s_x.shape.rank == 5
+    if s_y.shape.rank != s_x.shape.rank - 3:
+        raise ValueError(f"support_labels must have shape {'[B, S]' if batched else '[S]'} "
+                         f"for support_images {s_x.shape}, got {s_y.shape}")
+    if not batched:
+        s_x, s_y, q_x = s_x[None], s_y[None], q_x[None]
+    s_y = tf.cast(s_y, tf.int32)
+    checks = _check(tf.shape(s_x)[0] == tf.shape(q_x)[0],
+                    "support_images and query_images have different numbers of episodes")
+    checks += _check(tf.shape(s_x)[0] == tf.shape(s_y)[0],
+                     "support_images and support_labels have different numbers of episodes")
+    checks += _check(tf.shape(s_x)[1] == tf.shape(s_y)[1],
+                     "support_images and support_labels have different numbers of examples")
+    checks += _check(tf.size(s_y) > 0, "the support set is empty")
+    checks += _check(tf.shape(q_x)[1] > 0, "the query set is empty")
+    with tf.control_dependencies(checks):
+        num_classes = tf.reduce_max(s_y) + 1
+    checks = _check(tf.reduce_min(s_y) >= 0, "support_labels has a label below 0")
+    counts = tf.reduce_sum(tf.one_hot(s_y, num_classes, dtype=tf.int32), axis=1)
+    checks += _check(tf.reduce_min(counts) > 0,
+                     "a class in [0, N) has no support example (labels must be 0..N-1, "
+                     "N = largest label + 1, each present in every episode)")
+    if fixed_ways is not None:
+        checks += _check(num_classes == fixed_ways,
+                         f"this model classifies exactly {fixed_ways} classes; the support set "
+                         "has a different number")
+    with tf.control_dependencies(checks):
+        num_classes = tf.identity(num_classes)
+    return Episode(s_x, s_y, q_x, num_classes, batched)
+
+
+def dummy_episode(ways=2, shots=1, queries=1, image_size=28, channels=1):
+    """A small all-white episode: enough to build a model's weights."""
+    return {
+        "support_images": np.full((ways * shots, image_size, image_size, channels), 255,
+                                  np.uint8),
+        "support_labels": np.repeat(np.arange(ways, dtype=np.int32), shots),
+        "query_images": np.full((queries, image_size, image_size, channels), 255, np.uint8),
+    }
+
+
+def merge_leading(x):
+    """[B, M, ...] -> [B * M, ...]."""
+    return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], axis=0))
+
+
+class EpisodicClassifier(keras.Model):
+    """Base of every classifier in the zoo: validates, batches, calls `classify`.
+
+    Subclasses implement `classify(support_images [B,S,H,W,C], support_labels [B,S],
+    query_images [B,Q,H,W,C], num_classes, training) -> logits [B,Q,N]`; a model that only
+    works for one N sets `fixed_ways`.
+    """
+
+    fixed_ways = None
+
+    def call(self, inputs, training=False):
+        episode = validate_episode(inputs, self.fixed_ways)
+        logits = self.classify(episode.support_images, episode.support_labels,
+                               episode.query_images, episode.num_classes, training=training)
+        return logits if episode.batched else logits[0]
+
+    def classify(self, support_images, support_labels, query_images, num_classes,
+                 training=False):
+        raise NotImplementedError

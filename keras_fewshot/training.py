@@ -1,0 +1,161 @@
+"""Episodic training with `model.fit`: config next to the checkpoints, automatic resume.
+
+A training directory holds:
+  config.json          the TrainConfig: `evaluate` and `export` rebuild the exact model from it
+  checkpoints/         model + optimizer state every `episodes_per_epoch` episodes
+  history.csv, logs/   per-epoch metrics and TensorBoard scalars
+  model.weights.h5     the final weights
+Re-running with the same directory resumes from the last checkpoint, and the episode stream
+continues where it stopped (episode i depends only on (seed, i)).
+"""
+
+import dataclasses
+import json
+import pathlib
+
+import keras
+import tensorflow as tf
+
+from keras_fewshot.data import episode_dataset, load_split
+from keras_fewshot.models import build_model
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run (not where the data lives)."""
+    model: str = "protonet"
+    model_config: dict = dataclasses.field(default_factory=dict)
+    dataset: str = "omniglot"
+    split: str = "vinyals"
+    subset: str = "trainval"
+    ways: int = 60
+    shots: int = 5
+    queries: int = 5
+    episodes_per_step: int = 1
+    episodes: int = 10000
+    episodes_per_epoch: int = 500
+    learning_rate: float = 1e-3
+    lr_decay_every: int = 2000
+    lr_decay_rate: float = 0.5
+    seed: int = 0
+
+    @property
+    def image_size(self):
+        return int(self.model_config.get("image_size", 28))
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown training config keys {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def read_config(model_dir) -> TrainConfig:
+    path = pathlib.Path(model_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {model_dir} is not a training directory")
+    return TrainConfig.from_dict(json.loads(path.read_text()))
+
+
+def model_from_dir(model_dir) -> keras.Model:
+    """The model a training directory describes, with its final (else latest) weights."""
+    model_dir = pathlib.Path(model_dir)
+    config = read_config(model_dir)
+    model = build_model(config.model, config.model_config)
+    if (model_dir / WEIGHTS_FILE).is_file():
+        model.load_weights(model_dir / WEIGHTS_FILE)
+    else:
+        latest = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
+        if latest is None:
+            raise FileNotFoundError(f"{model_dir} has neither {WEIGHTS_FILE} nor a checkpoint")
+        tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    return model
+
+
+def load_data(config: TrainConfig, subset: str, source=None):
+    if config.dataset != "omniglot":
+        raise ValueError(f"Unknown dataset {config.dataset!r}; expected 'omniglot'")
+    return load_split(config.split, subset, source=source, image_size=config.image_size)
+
+
+class _Checkpointer(keras.callbacks.Callback):
+    """Saves model and optimizer at the end of every epoch (atomic: index file written last)."""
+
+    def __init__(self, manager):
+        super().__init__()
+        self.manager = manager
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.manager.save(checkpoint_number=int(self.model.optimizer.iterations.numpy()))
+
+
+def _write_config(model_dir: pathlib.Path, config: TrainConfig):
+    """Writes config.json; a resumed run may change only the episode budget."""
+    path = model_dir / CONFIG_FILE
+    if path.is_file():
+        existing = read_config(model_dir)
+        if dataclasses.replace(existing, episodes=config.episodes) != config:
+            raise ValueError(f"{model_dir} holds a run with a different config; use a new "
+                             f"model_dir or the same flags.\nthere: {existing}\nnow:   {config}")
+        if existing == config:
+            return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(config.to_json() + "\n")
+    tmp.replace(path)
+
+
+def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.Model:
+    """Trains (or resumes) the run `config` in `model_dir`; returns the trained model."""
+    if config.episodes % config.episodes_per_epoch:
+        raise ValueError("episodes must be a multiple of episodes_per_epoch")
+    model_dir = pathlib.Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    _write_config(model_dir, config)
+
+    model = build_model(config.model, config.model_config)
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        config.learning_rate, decay_steps=config.lr_decay_every // config.episodes_per_step,
+        decay_rate=config.lr_decay_rate, staircase=True)
+    optimizer = keras.optimizers.Adam(schedule)
+    optimizer.build(model.trainable_variables)
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, str(model_dir / "checkpoints"),
+                                         max_to_keep=3)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    step = int(optimizer.iterations.numpy())
+    done = step * config.episodes_per_step
+    steps_per_epoch = config.episodes_per_epoch // config.episodes_per_step
+    epochs = config.episodes // config.episodes_per_epoch
+    if done < config.episodes:
+        if verbose:
+            print(f"Training {config.model} in {model_dir}: episode {done} of "
+                  f"{config.episodes}" + (" (resumed)" if done else ""))
+        data = load_data(config, config.subset, data_source)
+        dataset = episode_dataset(
+            data.images, data.labels, config.ways, config.shots, config.queries,
+            seed=config.seed, start=done, num_episodes=config.episodes - done,
+            batch_size=config.episodes_per_step)
+        model.fit(dataset, epochs=epochs, initial_epoch=done // config.episodes_per_epoch,
+                  steps_per_epoch=steps_per_epoch, verbose=verbose,
+                  callbacks=[_Checkpointer(manager),
+                             keras.callbacks.CSVLogger(str(model_dir / "history.csv"),
+                                                       append=True),
+                             keras.callbacks.TensorBoard(str(model_dir / "logs"))])
+    weights = model_dir / WEIGHTS_FILE
+    tmp = model_dir / ("tmp." + WEIGHTS_FILE)
+    model.save_weights(tmp)
+    tmp.replace(weights)
+    return model

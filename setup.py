@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="keras-fewshot",
+    version="0.1.0",
+    description="A Keras 3 model zoo for few-shot and meta-learning: trained, measured, servable.",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["keras_fewshot", "keras_fewshot.*"]),
+    package_data={"keras_fewshot.data": ["splits/vinyals/*"]},
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.3",
+        "tensorflow-datasets>=4.9",
+        "importlib_resources",  # needed by tensorflow-datasets 4.9, which does not declare it
+        "tensorboard",  # training logs
+        "numpy",
+        "absl-py",
+    ],
+    extras_require={"test": ["pytest"]},
+)
