@@ -6,4 +6,7 @@
     logits = model({"support_images": ..., "support_labels": ..., "query_images": ...})
 """
 
+from keras_fewshot.zoo import list_models, load
+
 __version__ = "0.1.0"
+__all__ = ["load", "list_models", "__version__"]

@@ -1,0 +1,84 @@
+"""Speed and memory measurements: training and inference ms per episode, input episodes/s.
+
+Each function returns a dict ready to print as one JSON line. Times are medians over
+`repeats` runs after warm-up; they depend on the machine and on whatever else runs on it.
+"""
+
+import resource
+import statistics
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_fewshot.data import episode_dataset
+
+
+def _timed(fn, repeats, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(1000.0 * (time.perf_counter() - start))
+    return {"ms_median": round(statistics.median(times), 2),
+            "ms_min": round(min(times), 2), "repeats": repeats}
+
+
+def _episode(data, ways, shots, queries, batch_size=None):
+    return next(iter(episode_dataset(data.images, data.labels, ways, shots, queries, seed=0,
+                                     num_episodes=batch_size or 1, batch_size=batch_size)))
+
+
+def train_step_ms(model, data, ways, shots, queries, repeats=10):
+    """One optimizer step of `model.fit`'s train function on a single-episode batch."""
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    inputs, labels = _episode(data, ways, shots, queries, batch_size=1)
+    return {"measure": "train_ms_per_episode", "episode": f"{ways}w{shots}s{queries}q",
+            **_timed(lambda: model.train_on_batch(inputs, labels), repeats)}
+
+
+def inference_ms(model, data, ways, shots, queries, repeats=20):
+    """A forward pass (training=False) on one episode, inside a tf.function."""
+    inputs, _ = _episode(data, ways, shots, queries)
+    predict = tf.function(lambda x: model(x, training=False))
+    return {"measure": "inference_ms_per_episode", "episode": f"{ways}w{shots}s{queries}q",
+            **_timed(lambda: predict(inputs).numpy(), repeats)}
+
+
+def serving_ms(saved_model_dir, data, ways, shots, queries, repeats=50):
+    """One request through a loaded SavedModel's serving_default signature (in-process)."""
+    serve = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+    inputs, _ = _episode(data, ways, shots, queries)
+    return {"measure": "serving_ms_per_request", "episode": f"{ways}w{shots}s{queries}q",
+            **_timed(lambda: serve(**inputs)["classes"].numpy(), repeats)}
+
+
+def pipeline_episodes_per_s(data, ways, shots, queries, episodes=500):
+    """The input pipeline alone: episodes per second delivered by `episode_dataset`."""
+    dataset = episode_dataset(data.images, data.labels, ways, shots, queries, seed=0,
+                              num_episodes=episodes + 10)
+    iterator = iter(dataset)
+    for _ in range(10):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(episodes):
+        next(iterator)
+    rate = episodes / (time.perf_counter() - start)
+    return {"measure": "pipeline_episodes_per_s", "episode": f"{ways}w{shots}s{queries}q",
+            "episodes_per_s": round(rate, 1), "episodes": episodes}
+
+
+def peak_memory_mb():
+    """Peak resident memory of this process so far (Linux ru_maxrss is in KiB)."""
+    return {"measure": "peak_memory_mb",
+            "mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)}
+
+
+def environment():
+    return {"measure": "environment", "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "intra_op_threads":
+            tf.config.threading.get_intra_op_parallelism_threads()}

@@ -1,0 +1,105 @@
+"""The zoo registry: the one place that knows which trained models exist and where they live.
+
+Each entry names its folder in `zoo/` (config.json, model.weights.h5, README.md model card),
+the sha256 of its weights, and the commands that trained and evaluated it. `load` refuses
+weights whose hash does not match.
+"""
+
+import dataclasses
+import hashlib
+import os
+import pathlib
+
+from keras_fewshot.models import build_model
+from keras_fewshot.training import WEIGHTS_FILE, read_config
+
+ZOO_DIR_ENV = "KERAS_FEWSHOT_ZOO_DIR"
+
+
+def zoo_dir() -> pathlib.Path:
+    """$KERAS_FEWSHOT_ZOO_DIR, else the `zoo/` folder beside the package source."""
+    return pathlib.Path(os.environ.get(ZOO_DIR_ENV)
+                        or pathlib.Path(__file__).resolve().parent.parent / "zoo")
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    description: str
+    sha256: str
+    protocol: str
+    train_command: str
+    evaluate_command: str
+
+    @property
+    def directory(self) -> pathlib.Path:
+        return zoo_dir() / self.name
+
+    @property
+    def weights_path(self) -> pathlib.Path:
+        return self.directory / WEIGHTS_FILE
+
+    @property
+    def card_path(self) -> pathlib.Path:
+        return self.directory / "README.md"
+
+
+REGISTRY = {entry.name: entry for entry in [
+    ZooEntry(
+        name="protonet_omniglot",
+        description="Prototypical Network, conv4, Omniglot Vinyals split; any N-way K-shot.",
+        sha256="",
+        protocol="vinyals",
+        train_command=(
+            "python tools/train.py --model_dir=runs/protonet_omniglot "
+            "--data_dir=../shared/data/omniglot --model=protonet --split=vinyals "
+            "--subset=trainval --ways=60 --shots=5 --queries=5 --episodes=10000 "
+            "--episodes_per_epoch=500 --learning_rate=0.001 --lr_decay_every=2000 "
+            "--lr_decay_rate=0.5 --seed=0"),
+        evaluate_command=(
+            "python tools/evaluate.py --model=protonet_omniglot "
+            "--data_dir=../shared/data/omniglot --protocol=vinyals --episodes=1000"),
+    ),
+]}
+
+
+def list_models() -> dict:
+    """{name: one-line description} of every zoo model."""
+    return {name: entry.description for name, entry in REGISTRY.items()}
+
+
+def get_entry(name) -> ZooEntry:
+    if name not in REGISTRY:
+        raise ValueError(f"Unknown zoo model {name!r}; available: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_weights(entry: ZooEntry) -> pathlib.Path:
+    """The weights path of `entry`, after its sha256 matched the registry's."""
+    path = entry.weights_path
+    if not path.is_file():
+        raise FileNotFoundError(f"Weights of {entry.name!r} not found at {path}")
+    actual = file_sha256(path)
+    if actual != entry.sha256:
+        raise ValueError(f"Weights of {entry.name!r} at {path} have sha256 {actual}, expected "
+                         f"{entry.sha256}: the file is corrupted or not the released one; "
+                         "refusing to load it")
+    return path
+
+
+def load(name):
+    """The zoo model `name`, built from its config, with hash-verified weights."""
+    entry = get_entry(name)
+    weights = verify_weights(entry)
+    config = read_config(entry.directory)
+    model = build_model(config.model, config.model_config)
+    model.load_weights(weights)
+    return model

@@ -1,0 +1,17 @@
+"""The --model / --model_dir pair shared by the tools that read a trained model."""
+
+from absl import flags
+
+import keras_fewshot
+from keras_fewshot import training
+
+flags.DEFINE_string("model", None, "Zoo model name (see keras_fewshot.list_models()).")
+flags.DEFINE_string("model_dir", None, "A training directory (tools/train.py --model_dir).")
+flags.mark_flags_as_mutual_exclusive(["model", "model_dir"], required=True)
+
+
+def load_model():
+    """The model chosen by --model (zoo, hash-checked) or --model_dir (training directory)."""
+    if flags.FLAGS.model:
+        return keras_fewshot.load(flags.FLAGS.model)
+    return training.model_from_dir(flags.FLAGS.model_dir)

@@ -1,0 +1,47 @@
+"""Prints one JSON line per measurement for each zoo model (random weights, same architecture).
+
+    python tools/benchmark.py --data_dir=../shared/data/omniglot
+
+Measures ms per training episode (the model's training episode shape), ms per inference
+episode (5-way 1-shot and 20-way 5-shot, 15 queries), ms per serving request (5-way 1-shot,
+1 query, through the exported SavedModel), the input pipeline's episodes/s, and peak memory.
+"""
+
+import json
+import tempfile
+
+from absl import app, flags
+
+from keras_fewshot import benchmark, export, training, zoo
+from keras_fewshot.models import build_model
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("model", None, "Zoo models to measure (default: all).")
+flags.DEFINE_string("data_dir", None, "Omniglot archives or folders; default "
+                    "$KERAS_FEWSHOT_OMNIGLOT_DIR, else TFDS.")
+flags.DEFINE_integer("repeats", 10, "Timed repetitions per measurement.")
+
+
+def main(argv):
+    del argv
+    print(json.dumps(benchmark.environment()), flush=True)
+    for name in FLAGS.model or sorted(zoo.REGISTRY):
+        config = training.read_config(zoo.get_entry(name).directory)
+        data = training.load_data(config, "test", FLAGS.data_dir)
+        model = build_model(config.model, config.model_config)
+        rows = [benchmark.pipeline_episodes_per_s(data, config.ways, config.shots,
+                                                  config.queries)]
+        for ways, shots in ((5, 1), (20, 5)):
+            rows.append(benchmark.inference_ms(model, data, ways, shots, 15, FLAGS.repeats))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export.export_saved_model(model, f"{tmp}/model")
+            rows.append(benchmark.serving_ms(path, data, 5, 1, 1, 5 * FLAGS.repeats))
+        rows.append(benchmark.train_step_ms(model, data, config.ways, config.shots,
+                                            config.queries, FLAGS.repeats))
+        rows.append(benchmark.peak_memory_mb())
+        for row in rows:
+            print(json.dumps({"model": name, **row}), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
