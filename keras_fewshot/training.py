@@ -3,6 +3,7 @@
 A training directory holds:
   config.json          the TrainConfig: `evaluate` and `export` rebuild the exact model from it
   checkpoints/         model + optimizer state every `episodes_per_epoch` episodes
+                       (ckpt-<step>.weights.h5, the newest three)
   history.csv, logs/   per-epoch metrics and TensorBoard scalars
   model.weights.h5     the final weights
 Re-running with the same directory resumes from the last checkpoint, and the episode stream
@@ -14,7 +15,6 @@ import json
 import pathlib
 
 import keras
-import tensorflow as tf
 
 from keras_fewshot.data import episode_dataset, load_split
 from keras_fewshot.models import build_model
@@ -70,13 +70,12 @@ def model_from_dir(model_dir) -> keras.Model:
     model_dir = pathlib.Path(model_dir)
     config = read_config(model_dir)
     model = build_model(config.model, config.model_config)
-    if (model_dir / WEIGHTS_FILE).is_file():
-        model.load_weights(model_dir / WEIGHTS_FILE)
-    else:
-        latest = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
-        if latest is None:
+    weights = model_dir / WEIGHTS_FILE
+    if not weights.is_file():
+        weights = Checkpoints(model_dir / "checkpoints").latest()
+        if weights is None:
             raise FileNotFoundError(f"{model_dir} has neither {WEIGHTS_FILE} nor a checkpoint")
-        tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    model.load_weights(weights)  # a checkpoint's optimizer state is not needed here
     return model
 
 
@@ -86,15 +85,49 @@ def load_data(config: TrainConfig, subset: str, source=None):
     return load_split(config.split, subset, source=source, image_size=config.image_size)
 
 
-class _Checkpointer(keras.callbacks.Callback):
-    """Saves model and optimizer at the end of every epoch (atomic: index file written last)."""
+class Checkpoints:
+    """checkpoints/ckpt-<step>.weights.h5: model and optimizer state, newest `keep` kept.
 
-    def __init__(self, manager):
+    Each file is written under a temporary name and renamed into place, so a run killed
+    mid-save leaves the previous checkpoint as the latest complete one.
+    """
+
+    def __init__(self, directory, keep=3):
+        self.directory = pathlib.Path(directory)
+        self.keep = keep
+
+    def steps(self):
+        found = []
+        for path in self.directory.glob("ckpt-*.weights.h5"):
+            number = path.name[len("ckpt-"):-len(".weights.h5")]
+            if number.isdigit():
+                found.append(int(number))
+        return sorted(found)
+
+    def latest(self):
+        steps = self.steps()
+        return self.directory / f"ckpt-{steps[-1]}.weights.h5" if steps else None
+
+    def save(self, model, step):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _atomic_save_weights(model, self.directory / f"ckpt-{step}.weights.h5")
+        for old in self.steps()[:-self.keep]:
+            (self.directory / f"ckpt-{old}.weights.h5").unlink(missing_ok=True)
+
+
+class _CheckpointEachEpoch(keras.callbacks.Callback):
+    def __init__(self, checkpoints):
         super().__init__()
-        self.manager = manager
+        self.checkpoints = checkpoints
 
     def on_epoch_end(self, epoch, logs=None):
-        self.manager.save(checkpoint_number=int(self.model.optimizer.iterations.numpy()))
+        self.checkpoints.save(self.model, int(self.model.optimizer.iterations.numpy()))
+
+
+def _atomic_save_weights(model, path):
+    tmp = path.with_name("tmp." + path.name)
+    model.save_weights(tmp)
+    tmp.replace(path)
 
 
 def _write_config(model_dir: pathlib.Path, config: TrainConfig):
@@ -130,11 +163,9 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, str(model_dir / "checkpoints"),
-                                         max_to_keep=3)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    checkpoints = Checkpoints(model_dir / "checkpoints")
+    if checkpoints.latest():
+        model.load_weights(checkpoints.latest())
     step = int(optimizer.iterations.numpy())
     done = step * config.episodes_per_step
     steps_per_epoch = config.episodes_per_epoch // config.episodes_per_step
@@ -150,12 +181,12 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.
             batch_size=config.episodes_per_step)
         model.fit(dataset, epochs=epochs, initial_epoch=done // config.episodes_per_epoch,
                   steps_per_epoch=steps_per_epoch, verbose=verbose,
-                  callbacks=[_Checkpointer(manager),
+                  callbacks=[_CheckpointEachEpoch(checkpoints),
                              keras.callbacks.CSVLogger(str(model_dir / "history.csv"),
                                                        append=True),
                              keras.callbacks.TensorBoard(str(model_dir / "logs"))])
-    weights = model_dir / WEIGHTS_FILE
-    tmp = model_dir / ("tmp." + WEIGHTS_FILE)
-    model.save_weights(tmp)
-    tmp.replace(weights)
+    # The released weights carry no optimizer state: copy into an uncompiled twin.
+    release = build_model(config.model, config.model_config)
+    release.set_weights(model.get_weights())
+    _atomic_save_weights(release, model_dir / WEIGHTS_FILE)
     return model

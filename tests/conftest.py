@@ -1,0 +1,139 @@
+"""Shared fixtures: where the Omniglot data lives, episodes, subprocess runners.
+
+Real Omniglot data is found via $KERAS_FEWSHOT_OMNIGLOT_DIR, else `<repo>/../shared/data/omniglot`;
+tests that need it are skipped (with the path in the reason) when it is missing.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+import numpy as np
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+TOOLS_DIR = REPO_ROOT / "tools"
+OMNIGLOT_ENV = "KERAS_FEWSHOT_OMNIGLOT_DIR"
+
+
+def omniglot_path() -> pathlib.Path:
+    """$KERAS_FEWSHOT_OMNIGLOT_DIR, else <repo>/../shared/data/omniglot."""
+    env = os.environ.get(OMNIGLOT_ENV)
+    return pathlib.Path(env) if env else REPO_ROOT.parent / "shared" / "data" / "omniglot"
+
+
+@pytest.fixture(scope="session")
+def omniglot_dir() -> str:
+    """The Omniglot archives' directory as a string (one spelling: load_split caches by it)."""
+    path = omniglot_path()
+    if not all((path / f"images_{part}.zip").is_file() for part in ("background", "evaluation")):
+        pytest.skip(f"Omniglot archives not found in {path} (set {OMNIGLOT_ENV})")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def vinyals_test(omniglot_dir):
+    from keras_fewshot.data import load_split
+    return load_split("vinyals", "test", source=omniglot_dir)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def _make_episode(ways, shots, queries, rng, *, image_size=28, channels=1, batch=None):
+    """A random-pixel episode following the contract, and its query labels.
+
+    shots: an int (same for every class) or one count per class (uneven shots).
+    Support and query are in random order. With `batch`, every array gets a leading [B].
+    """
+    if batch is not None:
+        episodes = [_make_episode(ways, shots, queries, rng, image_size=image_size,
+                                  channels=channels) for _ in range(batch)]
+        return ({k: np.stack([e[k] for e, _ in episodes]) for k in episodes[0][0]},
+                np.stack([q for _, q in episodes]))
+    shots = [shots] * ways if np.isscalar(shots) else list(shots)
+    support_labels = rng.permutation(np.repeat(np.arange(ways, dtype=np.int32), shots))
+    query_labels = rng.permutation(np.repeat(np.arange(ways, dtype=np.int32), queries))
+    shape = (image_size, image_size, channels)
+    episode = {
+        "support_images": rng.integers(0, 256, (len(support_labels), *shape), dtype=np.uint8),
+        "support_labels": support_labels,
+        "query_images": rng.integers(0, 256, (len(query_labels), *shape), dtype=np.uint8),
+    }
+    return episode, query_labels
+
+
+@pytest.fixture(scope="session")
+def make_episode():
+    """make_episode(ways, shots, queries, rng, image_size=28, channels=1, batch=None)."""
+    return _make_episode
+
+
+def _sample_episodes(data, ways, shots, queries, count, seed=0, groups=None):
+    """The first `count` episodes of `episode_dataset` over LabelledImages, as numpy."""
+    from keras_fewshot.data import episode_dataset
+    ds = episode_dataset(data.images, data.labels, ways, shots, queries, groups=groups,
+                         seed=seed, num_episodes=count)
+    return list(ds.as_numpy_iterator())
+
+
+@pytest.fixture(scope="session")
+def sample_episodes():
+    """sample_episodes(data, ways, shots, queries, count, seed=0, groups=None)."""
+    return _sample_episodes
+
+
+def _run_python(*args, cwd=None, timeout=300, check=True):
+    """Runs `python *args` in a fresh process; returns the CompletedProcess (text output)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd or REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        pytest.fail(f"python {' '.join(map(str, args))} exited {proc.returncode}\n"
+                    f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def run_python():
+    """run_python(*args, cwd=None, timeout=300, check=True) -> CompletedProcess."""
+    return _run_python
+
+
+def softmax(logits):
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+@pytest.fixture(scope="session")
+def np_softmax():
+    return softmax
+
+
+def squared_distances(queries, prototypes):
+    """[Q, D], [N, D] -> [Q, N] squared Euclidean distances, in float64."""
+    diff = queries.astype(np.float64)[:, None, :] - prototypes.astype(np.float64)[None]
+    return (diff ** 2).sum(-1)
+
+
+def numpy_prototypes(embeddings, labels, ways):
+    """[S, D], [S] -> [N, D] class means, in float64."""
+    return np.stack([embeddings[labels == k].astype(np.float64).mean(0) for k in range(ways)])
+
+
+@pytest.fixture(scope="session")
+def numpy_protonet():
+    """numpy_protonet(support_emb, support_labels, query_emb, ways, distance, cosine_scale)."""
+    def logits(support, labels, query, ways, distance="squared_euclidean", cosine_scale=10.0):
+        prototypes = numpy_prototypes(support, labels, ways)
+        if distance == "cosine":
+            q = query / np.linalg.norm(query, axis=-1, keepdims=True)
+            p = prototypes / np.linalg.norm(prototypes, axis=-1, keepdims=True)
+            return cosine_scale * q @ p.T
+        return -squared_distances(query, prototypes)
+    return logits

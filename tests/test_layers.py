@@ -1,0 +1,164 @@
+"""keras_fewshot.layers against numpy re-computations, and serialization round trips."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_fewshot.layers import (Conv4Embedding, ImagePreprocessing, PrototypicalHead,
+                                  class_means, to_model_pixels)
+from keras_fewshot.models import PrototypicalNetwork
+
+PIXEL_TOLERANCE = 0.5 / 255 + 1e-6
+
+
+@pytest.fixture
+def uneven_batch(rng):
+    """Two episodes of 3 classes with uneven shots (and different ones per episode)."""
+    shots = ([1, 3, 2], [4, 1, 1])
+    labels = np.stack([rng.permutation(np.repeat(np.arange(3), s)) for s in shots])
+    support = rng.normal(size=(2, 6, 5)).astype(np.float32)
+    query = rng.normal(size=(2, 4, 5)).astype(np.float32)
+    return support, labels.astype(np.int32), query
+
+
+def test_class_means_with_uneven_shots(uneven_batch):
+    support, labels, _ = uneven_batch
+    means = class_means(tf.constant(support), tf.constant(labels), 3).numpy()
+    assert means.shape == (2, 3, 5)
+    for b in range(2):
+        for k in range(3):
+            np.testing.assert_allclose(means[b, k], support[b][labels[b] == k].mean(0),
+                                       rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("distance, scale", [("squared_euclidean", None), ("cosine", 10.0),
+                                             ("cosine", 3.5)])
+def test_prototypical_head_matches_numpy(uneven_batch, numpy_protonet, distance, scale):
+    support, labels, query = uneven_batch
+    head = PrototypicalHead(distance, **({} if scale is None else {"cosine_scale": scale}))
+    logits = head(tf.constant(support), tf.constant(labels), tf.constant(query),
+                  num_classes=3).numpy()
+    assert logits.shape == (2, 4, 3) and logits.dtype == np.float32
+    for b in range(2):
+        expected = numpy_protonet(support[b], labels[b], query[b], 3, distance,
+                                  10.0 if scale is None else scale)
+        np.testing.assert_allclose(logits[b], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_prototypical_head_rejects_unknown_distance():
+    with pytest.raises(ValueError, match="Unknown distance 'manhattan'"):
+        PrototypicalHead("manhattan")
+
+
+def _raw_images(rng, count, size=105, equal_channels=True):
+    gray = rng.integers(0, 256, (count, size, size, 1), dtype=np.uint8)
+    if equal_channels:
+        return np.repeat(gray, 3, axis=-1)
+    return rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("equal_channels", [True, False])
+def test_cached_pixels_give_the_same_model_input(rng, equal_channels):
+    raw = _raw_images(rng, 4, equal_channels=equal_channels)
+    cached = to_model_pixels(raw, 28)
+    assert cached.dtype == tf.uint8 and cached.shape == (4, 28, 28, 1)
+    layer = ImagePreprocessing(28)
+    from_raw, from_cached = layer(raw).numpy(), layer(cached).numpy()
+    assert from_raw.shape == (4, 28, 28, 1) and from_raw.dtype == np.float32
+    assert np.abs(from_raw - from_cached).max() <= PIXEL_TOLERANCE
+
+
+def test_real_omniglot_pixels_give_the_same_model_input(omniglot_dir):
+    from keras_fewshot.data import load_examples
+    raw = np.stack([e["image"] for e in load_examples("evaluation", source=omniglot_dir)
+                    .take(8).as_numpy_iterator()])
+    layer = ImagePreprocessing(28)
+    assert np.abs(layer(raw).numpy() - layer(to_model_pixels(raw, 28)).numpy()).max() \
+        <= PIXEL_TOLERANCE
+
+
+def test_preprocessing_at_model_size_is_one_minus_x_over_255(rng):
+    x = rng.integers(0, 256, (3, 28, 28, 1), dtype=np.uint8)
+    out = ImagePreprocessing(28)(x).numpy()
+    np.testing.assert_allclose(out, 1.0 - x.astype(np.float32) / 255.0, rtol=0, atol=1e-7)
+    assert ImagePreprocessing(28)(np.full((1, 28, 28, 1), 255, np.uint8)).numpy().max() == 0.0
+    assert ImagePreprocessing(28)(np.zeros((1, 28, 28, 1), np.uint8)).numpy().min() == 1.0
+
+
+def test_preprocessing_downsamples_by_area(rng):
+    """56 -> 28 by area is the mean of each 2x2 block (an exact, independent reference)."""
+    x = rng.integers(0, 256, (2, 56, 56, 1), dtype=np.uint8)
+    blocks = x.astype(np.float64).reshape(2, 28, 2, 28, 2, 1).mean(axis=(2, 4))
+    np.testing.assert_allclose(ImagePreprocessing(28)(x).numpy(), 1 - blocks / 255, atol=1e-6)
+    assert np.abs(to_model_pixels(x, 28).numpy() - blocks).max() <= 0.5
+
+
+def test_one_and_three_equal_channels_agree(rng):
+    gray = rng.integers(0, 256, (3, 105, 105, 1), dtype=np.uint8)
+    layer = ImagePreprocessing(28)
+    np.testing.assert_array_equal(layer(gray).numpy(), layer(np.repeat(gray, 3, -1)).numpy())
+    np.testing.assert_array_equal(to_model_pixels(gray, 28).numpy(),
+                                  to_model_pixels(np.repeat(gray, 3, -1), 28).numpy())
+
+
+@pytest.mark.parametrize("size, features", [(28, 64), (84, 5 * 5 * 64)])
+def test_conv4_output_shape(rng, size, features):
+    layer = Conv4Embedding()
+    x = rng.random((2, size, size, 1)).astype(np.float32)
+    out = layer(x)
+    assert out.shape == (2, features)
+    assert layer.compute_output_shape((None, size, size, 1)) == (None, features)
+    assert len(layer.trainable_weights) == 4 * 4  # conv kernel+bias, bn gamma+beta per block
+
+
+def _round_trips(layer):
+    """The layer rebuilt via get_config/from_config and via keras serialize/deserialize."""
+    config = layer.get_config()
+    from_config = type(layer).from_config(config)
+    deserialized = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(layer))
+    for clone in (from_config, deserialized):
+        assert type(clone) is type(layer)
+        assert clone.get_config() == config
+    return from_config, deserialized
+
+
+@pytest.mark.parametrize("layer", [ImagePreprocessing(32, name="pre"),
+                                   PrototypicalHead("cosine", cosine_scale=4.0, name="h"),
+                                   PrototypicalHead("squared_euclidean")],
+                         ids=["preprocessing", "cosine_head", "euclidean_head"])
+def test_weightless_layer_round_trip(layer, rng, uneven_batch):
+    if isinstance(layer, ImagePreprocessing):
+        args, kwargs = (_raw_images(rng, 2, size=64),), {}
+    else:
+        args, kwargs = tuple(map(tf.constant, uneven_batch)), {"num_classes": 3}
+    expected = layer(*args, **kwargs).numpy()
+    for clone in _round_trips(layer):
+        np.testing.assert_array_equal(clone(*args, **kwargs).numpy(), expected)
+
+
+def test_conv4_round_trip(rng):
+    layer = Conv4Embedding(filters=8, blocks=3, name="emb")
+    x = rng.random((3, 16, 16, 1)).astype(np.float32)
+    expected = layer(x).numpy()
+    for clone in _round_trips(layer):
+        assert clone.filters == 8 and clone.blocks == 3
+        clone(x)  # builds the clone unless deserialization already did
+        clone.set_weights(layer.get_weights())
+        np.testing.assert_array_equal(clone(x).numpy(), expected)
+
+
+def test_prototypical_network_round_trip(make_episode, rng, tmp_path):
+    model = PrototypicalNetwork(image_size=28, filters=8, distance="cosine", name="pn")
+    episode, _ = make_episode(3, 2, 4, rng)
+    expected = model(episode).numpy()
+    for clone in _round_trips(model):
+        assert (clone.image_size, clone.filters, clone.distance) == (28, 8, "cosine")
+        clone.set_weights(model.get_weights())
+        np.testing.assert_array_equal(clone(episode).numpy(), expected)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is PrototypicalNetwork
+    np.testing.assert_array_equal(loaded(episode).numpy(), expected)
