@@ -160,7 +160,7 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.
     optimizer = keras.optimizers.Adam(schedule)
     optimizer.build(model.trainable_variables)
     model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  loss=model.episode_loss(),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
     checkpoints = Checkpoints(model_dir / "checkpoints")

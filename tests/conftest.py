@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-TOOLS_DIR = REPO_ROOT / "tools"
 OMNIGLOT_ENV = "KERAS_FEWSHOT_OMNIGLOT_DIR"
 
 
@@ -70,7 +69,10 @@ def _make_episode(ways, shots, queries, rng, *, image_size=28, channels=1, batch
 
 @pytest.fixture(scope="session")
 def make_episode():
-    """make_episode(ways, shots, queries, rng, image_size=28, channels=1, batch=None)."""
+    """make_episode(ways, shots, queries, rng, image_size=28, channels=1, batch=None).
+
+    shots and queries are per class (N-way K-shot Q-query): ways * queries query images.
+    """
     return _make_episode
 
 

@@ -21,8 +21,9 @@ INIT_SEED = 42
 
 
 def checkpoint_numbers(model_dir):
+    """Step numbers of the complete checkpoints (TF `ckpt-N.index` or `ckpt-N.weights.h5`)."""
     return sorted(int(m.group(1)) for p in (pathlib.Path(model_dir) / "checkpoints").iterdir()
-                  if (m := re.fullmatch(r"ckpt-(\d+)\.index", p.name)))
+                  if (m := re.fullmatch(r"ckpt-(\d+)\.(index|weights\.h5)", p.name)))
 
 
 def history_rows(model_dir):
@@ -53,7 +54,7 @@ def test_run_writes_its_files(tiny_run):
     assert training.read_config(model_dir) == TINY
     assert json.loads((model_dir / "config.json").read_text())["ways"] == 5
     assert (model_dir / "model.weights.h5").is_file()
-    assert not (model_dir / "tmp.model.weights.h5").exists()
+    assert not list(model_dir.rglob("tmp.*"))  # no half-written weights or checkpoints
     assert any((model_dir / "logs").rglob("events.out.tfevents.*"))
     assert checkpoint_numbers(model_dir) == [2, 4]  # one per epoch, numbered by step
     rows = history_rows(model_dir)
@@ -133,3 +134,28 @@ def test_config_json_round_trip():
     assert training.TrainConfig.from_dict(json.loads(TINY.to_json())) == TINY
     assert training.TrainConfig().image_size == 28
     assert dataclasses.replace(TINY, model_config={"image_size": 32}).image_size == 32
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "train() writes config.json before building the model and loading data, so a start that "
+    "fails at once (unknown model name, bad subset, ...) leaves a config that makes the "
+    "corrected retry in the same model_dir fail with 'holds a run with a different config'"))
+def test_failed_start_does_not_block_the_corrected_retry(omniglot_dir, tmp_path):
+    with pytest.raises(ValueError, match="Unknown model 'protonte'"):
+        training.train(dataclasses.replace(TINY, model="protonte"), tmp_path / "run",
+                       data_source=omniglot_dir, verbose=0)
+    model = train(dataclasses.replace(TINY, episodes=2), tmp_path / "run", omniglot_dir)
+    assert int(model.optimizer.iterations.numpy()) == 2
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "train() does not check that episodes_per_epoch is a multiple of episodes_per_step: with "
+    "episodes=6, episodes_per_epoch=3, episodes_per_step=2 each epoch runs 3 // 2 = 1 step, "
+    "so the run stops after 4 episodes and saves model.weights.h5 as if finished"))
+def test_run_trains_its_whole_budget_or_refuses(omniglot_dir, tmp_path):
+    config = dataclasses.replace(TINY, episodes=6, episodes_per_epoch=3, episodes_per_step=2)
+    try:
+        model = train(config, tmp_path / "run", omniglot_dir)
+    except ValueError:
+        return  # refusing the inconsistent config up front is a correct outcome too
+    assert int(model.optimizer.iterations.numpy()) * config.episodes_per_step == config.episodes

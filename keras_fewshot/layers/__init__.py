@@ -1,5 +1,9 @@
 """The papers' building blocks, each a serializable Keras layer."""
 
 from keras_fewshot.layers.conv4 import Conv4Embedding
+from keras_fewshot.layers.matching import (CosineAttentionClassifier, QueryAttentionEmbedding,
+                                           SupportContextEmbedding)
 from keras_fewshot.layers.preprocessing import ImagePreprocessing, to_model_pixels
 from keras_fewshot.layers.prototypical import PrototypicalHead, class_means
+from keras_fewshot.layers.relation import RelationModule
+from keras_fewshot.layers.siamese import SiameseL1Head

@@ -67,8 +67,8 @@ class QueryAttentionEmbedding(keras.layers.Layer):
         super().__init__(**kwargs)
         self.steps = int(steps)
 
-    def build(self, query_shape, support_shape=None):
-        dim = query_shape[-1]
+    def build(self, query_embeddings_shape, support_embeddings_shape=None):
+        dim = query_embeddings_shape[-1]
         self.kernel = self.add_weight(shape=(3 * dim, 4 * dim), initializer="glorot_uniform",
                                       name="kernel")
         self.bias = self.add_weight(shape=(4 * dim,), name="bias", initializer=keras.initializers

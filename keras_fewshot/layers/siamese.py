@@ -15,7 +15,7 @@ class SiameseL1Head(keras.layers.Layer):
     the logit keeps the binary cross-entropy numerically sound.
     """
 
-    def build(self, a_shape, b_shape=None):
+    def build(self, a_shape, b_shape=None):  # Keras matches *_shape to call()'s a, b
         dim = a_shape[-1]
         # Koch et al. initialise the head's weights from N(0, 0.2).
         self.kernel = self.add_weight(shape=(dim,), name="kernel",

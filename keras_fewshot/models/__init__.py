@@ -2,9 +2,12 @@
 
 from keras_fewshot.models.episodic import (EPISODE_KEYS, EpisodicClassifier, dummy_episode,
                                            validate_episode)
+from keras_fewshot.models.matching import MatchingNetwork
 from keras_fewshot.models.protonet import PrototypicalNetwork
+from keras_fewshot.models.relation import RelationNetwork
 
-MODELS = {"protonet": PrototypicalNetwork}
+MODELS = {"protonet": PrototypicalNetwork, "matching": MatchingNetwork,
+          "relation": RelationNetwork}
 
 
 def build_model(name, config=None):

@@ -1,0 +1,59 @@
+"""Matching Networks (Vinyals et al. 2016): cosine attention over the support set.
+
+`fce=True` adds full context embeddings: g = bidirectional LSTM over the support embeddings
+plus a skip connection, f = attention LSTM reading g(S) for `fce_steps` steps. Without FCE,
+f = g = the conv4 embedding.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_fewshot.layers import (Conv4Embedding, CosineAttentionClassifier, ImagePreprocessing,
+                                  QueryAttentionEmbedding, SupportContextEmbedding)
+from keras_fewshot.models.episodic import EpisodicClassifier, merge_leading
+
+
+@keras.saving.register_keras_serializable(package="keras_fewshot")
+class MatchingNetwork(EpisodicClassifier):
+    """Any N, any shots; with FCE the support order is read by the bidirectional LSTM."""
+
+    def __init__(self, image_size=28, filters=64, fce=False, fce_steps=5, scale=1.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.image_size = int(image_size)
+        self.filters = int(filters)
+        self.fce = bool(fce)
+        self.fce_steps = int(fce_steps)
+        self.scale = float(scale)
+        self.preprocess = ImagePreprocessing(self.image_size, name="preprocess")
+        self.embedding = Conv4Embedding(self.filters, name="embedding")
+        self.head = CosineAttentionClassifier(self.scale, name="head")
+        shape = (None, self.image_size, self.image_size, 1)
+        self.embedding.build(shape)
+        if self.fce:
+            dim = self.embedding.compute_output_shape(shape)[-1]
+            self.support_context = SupportContextEmbedding(name="support_context")
+            self.query_attention = QueryAttentionEmbedding(self.fce_steps,
+                                                           name="query_attention")
+            self.support_context.build((None, None, dim))
+            self.query_attention.build((None, None, dim), (None, None, dim))
+        self.built = True
+
+    def classify(self, support_images, support_labels, query_images, num_classes,
+                 training=False):
+        batch = tf.shape(support_images)[0]
+        support = self.preprocess(merge_leading(support_images))
+        query = self.preprocess(merge_leading(query_images))
+        features = self.embedding(tf.concat([support, query], axis=0), training=training)
+        split = tf.shape(support)[0]
+        dim = features.shape[-1]
+        g = tf.reshape(features[:split], (batch, -1, dim))
+        f = tf.reshape(features[split:], (batch, -1, dim))
+        if self.fce:
+            g = self.support_context(g, training=training)
+            f = self.query_attention(f, g)
+        return self.head(f, g, support_labels, num_classes)
+
+    def get_config(self):
+        return {**super().get_config(), "image_size": self.image_size, "filters": self.filters,
+                "fce": self.fce, "fce_steps": self.fce_steps, "scale": self.scale}

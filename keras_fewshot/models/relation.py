@@ -1,0 +1,69 @@
+"""Relation Network (Sung et al. 2018): a learned comparison of query and class feature maps.
+
+The embedding module keeps 7x7 feature maps (conv4, pooling in the first two blocks); a
+class's support maps are summed over its shots; each (query, class) pair of maps is
+concatenated along channels and scored by the relation module. Trained with the paper's
+MSE between relation scores sigmoid(logits) and one-hot targets (`RelationMSE`).
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_fewshot.layers import Conv4Embedding, ImagePreprocessing, RelationModule
+from keras_fewshot.models.episodic import EpisodicClassifier, merge_leading
+
+
+@keras.saving.register_keras_serializable(package="keras_fewshot")
+class RelationMSE(keras.losses.Loss):
+    """mean over queries and classes of (sigmoid(logit) - one_hot(label))^2 (Sung et al. eq. 2)."""
+
+    def call(self, y_true, y_pred):
+        targets = tf.one_hot(tf.cast(y_true, tf.int32), tf.shape(y_pred)[-1])
+        return tf.reduce_mean(tf.square(tf.sigmoid(y_pred) - targets), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="keras_fewshot")
+class RelationNetwork(EpisodicClassifier):
+    """Any N, any shots. Class scores are relation logits: sigmoid gives r in [0, 1]."""
+
+    def __init__(self, image_size=28, filters=64, hidden_units=8, **kwargs):
+        super().__init__(**kwargs)
+        self.image_size = int(image_size)
+        self.filters = int(filters)
+        self.hidden_units = int(hidden_units)
+        self.preprocess = ImagePreprocessing(self.image_size, name="preprocess")
+        self.embedding = Conv4Embedding(self.filters, pooled_blocks=2, flatten=False,
+                                        name="embedding")
+        self.relation = RelationModule(self.filters, self.hidden_units, name="relation")
+        shape = (None, self.image_size, self.image_size, 1)
+        self.embedding.build(shape)
+        maps = self.embedding.compute_output_shape(shape)
+        self.relation.build(maps[:-1] + (2 * maps[-1],))
+        self.built = True
+
+    def episode_loss(self):
+        return RelationMSE()
+
+    def classify(self, support_images, support_labels, query_images, num_classes,
+                 training=False):
+        batch = tf.shape(support_images)[0]
+        support = self.preprocess(merge_leading(support_images))
+        query = self.preprocess(merge_leading(query_images))
+        maps = self.embedding(tf.concat([support, query], axis=0), training=training)
+        split = tf.shape(support)[0]
+        map_shape = tf.shape(maps)[1:]
+        support_maps = tf.reshape(maps[:split], tf.concat([[batch, -1], map_shape], 0))
+        query_maps = tf.reshape(maps[split:], tf.concat([[batch, -1], map_shape], 0))
+        onehot = tf.one_hot(support_labels, num_classes, dtype=maps.dtype)
+        class_maps = tf.einsum("bsn,bshwc->bnhwc", onehot, support_maps)  # sum over shots
+        queries, ways = tf.shape(query_maps)[1], num_classes
+        pairs = tf.concat([
+            tf.repeat(query_maps[:, :, None], ways, axis=2),
+            tf.repeat(class_maps[:, None], queries, axis=1)], axis=-1)  # [B, Q, N, h, w, 2C]
+        flat = tf.reshape(pairs, tf.concat([[-1], tf.shape(pairs)[3:]], 0))
+        logits = self.relation(flat, training=training)
+        return tf.reshape(logits, (batch, queries, ways))
+
+    def get_config(self):
+        return {**super().get_config(), "image_size": self.image_size, "filters": self.filters,
+                "hidden_units": self.hidden_units}

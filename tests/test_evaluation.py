@@ -1,0 +1,98 @@
+"""keras_fewshot.evaluation: confidence intervals, and accuracies checked against numpy."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from keras_fewshot import evaluation
+from keras_fewshot.data import episode_dataset, load_split
+from keras_fewshot.models import PrototypicalNetwork
+
+EPISODES, QUERIES, SEED = 4, 5, 21
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(0)
+    return PrototypicalNetwork(filters=8)
+
+
+def numpy_accuracies(model, data, ways, shots, queries, episodes, seed, groups=None):
+    """Per-episode accuracy from eager, one-episode-at-a-time calls and numpy argmax."""
+    stream = episode_dataset(data.images, data.labels, ways, shots, queries, groups=groups,
+                             seed=seed, num_episodes=episodes)
+    return np.array([np.mean(np.argmax(model(inputs).numpy(), axis=-1) == query_labels)
+                     for inputs, query_labels in stream.as_numpy_iterator()])
+
+
+@pytest.mark.parametrize("values", [[0.5, 0.75, 1.0, 0.25], [0.9] * 5, np.linspace(0, 1, 11)])
+def test_mean_and_ci95_matches_numpy(values):
+    values = np.asarray(values, np.float64)
+    mean, ci95 = evaluation.mean_and_ci95(values)
+    assert mean == pytest.approx(values.mean(), abs=1e-12)
+    expected = 1.96 * np.std(values, ddof=1) / math.sqrt(len(values))
+    assert ci95 == pytest.approx(expected, abs=1e-12)
+
+
+def test_mean_and_ci95_of_one_value():
+    mean, ci95 = evaluation.mean_and_ci95([0.4])
+    assert mean == pytest.approx(0.4) and math.isnan(ci95)
+
+
+def test_episode_accuracies_match_numpy(model, vinyals_test):
+    expected = numpy_accuracies(model, vinyals_test, 5, 1, QUERIES, EPISODES, SEED)
+    batched = episode_dataset(vinyals_test.images, vinyals_test.labels, 5, 1, QUERIES,
+                              seed=SEED, num_episodes=EPISODES, batch_size=2)
+    actual = evaluation.episode_accuracies(model, batched, EPISODES, verbose=0)
+    assert actual.shape == (EPISODES,)
+    np.testing.assert_allclose(actual, expected, atol=1e-6)
+    assert len(set(expected.tolist())) > 1  # the comparison is not between constants
+
+
+def test_evaluate_rows_match_numpy_and_are_deterministic(model, vinyals_test, omniglot_dir):
+    kwargs = dict(protocol="vinyals", episodes=EPISODES, queries=QUERIES, seed=SEED,
+                  data_source=omniglot_dir, settings=[(5, 1)], verbose=0)
+    rows = evaluation.evaluate(model, **kwargs)
+    assert rows == evaluation.evaluate(model, **kwargs)
+    (row,) = rows
+    assert {k: row[k] for k in ("protocol", "ways", "shots", "queries", "episodes")} == {
+        "protocol": "vinyals", "ways": 5, "shots": 1, "queries": QUERIES, "episodes": EPISODES}
+    expected = numpy_accuracies(model, vinyals_test, 5, 1, QUERIES, EPISODES, SEED)
+    mean, ci95 = evaluation.mean_and_ci95(expected)
+    assert row["accuracy"] == pytest.approx(mean, abs=1e-6)
+    assert row["ci95"] == pytest.approx(ci95, abs=1e-6)
+    assert 0 <= row["accuracy"] <= 1 and row["ci95"] > 0
+    # A mean of per-episode fractions k / (5 * QUERIES).
+    hits = row["accuracy"] * EPISODES * 5 * QUERIES
+    assert hits == pytest.approx(round(hits), abs=1e-3)
+
+
+def test_lake_protocol_uses_within_alphabet_episodes(model, omniglot_dir):
+    (row,) = evaluation.evaluate(model, "lake", episodes=2, queries=1, seed=SEED,
+                                 data_source=omniglot_dir, verbose=0)
+    assert (row["protocol"], row["ways"], row["shots"], row["episodes"]) == ("lake", 20, 1, 2)
+    data = load_split("lake", "evaluation", source=omniglot_dir)
+    within = numpy_accuracies(model, data, 20, 1, 1, 2, SEED, groups=data.groups)
+    anywhere = numpy_accuracies(model, data, 20, 1, 1, 2, SEED)
+    assert within.mean() != anywhere.mean()  # the check below can tell them apart
+    assert row["accuracy"] == pytest.approx(within.mean(), abs=1e-6)
+
+
+def test_unknown_protocol(model):
+    with pytest.raises(ValueError, match="Unknown protocol 'imagenet'"):
+        evaluation.evaluate(model, "imagenet", episodes=1)
+
+
+def test_markdown_table():
+    rows = [{"protocol": "vinyals", "ways": 5, "shots": 1, "queries": 15, "episodes": 4,
+             "accuracy": 0.5, "ci95": 0.01234},
+            {"protocol": "lake", "ways": 20, "shots": 1, "queries": 15, "episodes": 1000,
+             "accuracy": 0.98765, "ci95": 0.001}]
+    assert evaluation.markdown_table(rows).splitlines() == [
+        "| protocol | setting | episodes | accuracy (%) | 95% CI |",
+        "|---|---|---|---|---|",
+        "| vinyals | 5-way 1-shot | 4 | 50.00 | ± 1.23 |",
+        "| lake | 20-way 1-shot | 1000 | 98.77 | ± 0.10 |",
+    ]

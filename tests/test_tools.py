@@ -1,0 +1,63 @@
+"""tools/train.py, tools/evaluate.py and tools/export.py as a user runs them."""
+
+import json
+import pathlib
+
+import pytest
+
+TOOLS_DIR = pathlib.Path(__file__).resolve().parent.parent / "tools"
+
+TRAIN_FLAGS = ("--model=protonet", '--model_config={"filters": 8}', "--split=vinyals",
+               "--subset=val", "--ways=5", "--shots=1", "--queries=1", "--episodes=2",
+               "--episodes_per_epoch=2", "--verbose=2")
+
+
+@pytest.fixture(scope="module")
+def trained_dir(run_python, omniglot_dir, tmp_path_factory):
+    """A training directory written by tools/train.py; returns (dir, its output)."""
+    model_dir = tmp_path_factory.mktemp("tools") / "run"
+    proc = run_python(TOOLS_DIR / "train.py", f"--model_dir={model_dir}",
+                      f"--data_dir={omniglot_dir}", *TRAIN_FLAGS)
+    return model_dir, proc.stdout + proc.stderr
+
+
+def test_train_tool_writes_a_training_directory(trained_dir):
+    model_dir, output = trained_dir
+    assert "Training protonet" in output and "episode 0 of 2" in output
+    config = json.loads((model_dir / "config.json").read_text())
+    assert (config["ways"], config["episodes"], config["model_config"]) == (5, 2, {"filters": 8})
+    assert (model_dir / "model.weights.h5").is_file()
+    assert (model_dir / "history.csv").read_text().count("\n") == 2  # header + one epoch
+    assert any((model_dir / "checkpoints").iterdir())
+
+
+def test_evaluate_tool_prints_the_table(trained_dir, run_python, omniglot_dir, tmp_path):
+    model_dir, _ = trained_dir
+    proc = run_python(TOOLS_DIR / "evaluate.py", f"--model_dir={model_dir}",
+                      f"--data_dir={omniglot_dir}", "--episodes=2", "--queries=3",
+                      "--setting=5x1", f"--output_json={tmp_path / 'rows.json'}")
+    assert "| protocol | setting | episodes | accuracy (%) | 95% CI |" in proc.stdout
+    assert "| vinyals | 5-way 1-shot | 2 |" in proc.stdout
+    (row,) = json.loads((tmp_path / "rows.json").read_text())
+    assert (row["ways"], row["shots"], row["queries"], row["episodes"]) == (5, 1, 3, 2)
+    assert 0 <= row["accuracy"] <= 1
+    assert f"| {100 * row['accuracy']:.2f} |" in proc.stdout
+
+
+def test_export_tool_writes_a_saved_model(trained_dir, run_python, tmp_path):
+    model_dir, _ = trained_dir
+    output = tmp_path / "exported" / "1"
+    proc = run_python(TOOLS_DIR / "export.py", f"--model_dir={model_dir}", f"--output={output}")
+    assert "SavedModel written to" in proc.stdout and "serving_default" in proc.stdout
+    assert (output / "saved_model.pb").is_file()
+    before = sorted(p.name for p in output.rglob("*"))
+    again = run_python(TOOLS_DIR / "export.py", f"--model_dir={model_dir}",
+                       f"--output={output}", check=False)
+    assert again.returncode != 0 and "FileExistsError" in again.stderr
+    assert sorted(p.name for p in output.rglob("*")) == before
+
+
+def test_model_flags_are_required(run_python):
+    proc = run_python(TOOLS_DIR / "evaluate.py", "--episodes=1", check=False)
+    assert proc.returncode != 0
+    assert "model" in proc.stderr and "model_dir" in proc.stderr
