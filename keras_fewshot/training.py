@@ -42,6 +42,19 @@ class TrainConfig:
     lr_decay_rate: float = 0.5
     seed: int = 0
 
+    def validate(self):
+        """Raises ValueError when the numbers cannot make a run that trains its budget."""
+        for name in ("ways", "shots", "queries", "episodes_per_step", "episodes",
+                     "episodes_per_epoch", "lr_decay_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.episodes_per_epoch % self.episodes_per_step:
+            raise ValueError("episodes_per_epoch must be a multiple of episodes_per_step")
+        if self.episodes % self.episodes_per_epoch:
+            raise ValueError("episodes must be a multiple of episodes_per_epoch")
+        if self.lr_decay_every % self.episodes_per_step:
+            raise ValueError("lr_decay_every must be a multiple of episodes_per_step")
+
     @property
     def image_size(self):
         return int(self.model_config.get("image_size", 28))
@@ -130,30 +143,33 @@ def _atomic_save_weights(model, path):
     tmp.replace(path)
 
 
-def _write_config(model_dir: pathlib.Path, config: TrainConfig):
-    """Writes config.json; a resumed run may change only the episode budget."""
-    path = model_dir / CONFIG_FILE
-    if path.is_file():
+def _check_resumable(model_dir: pathlib.Path, config: TrainConfig):
+    """A directory may be resumed with the same config; only the episode budget may grow."""
+    if (model_dir / CONFIG_FILE).is_file():
         existing = read_config(model_dir)
         if dataclasses.replace(existing, episodes=config.episodes) != config:
             raise ValueError(f"{model_dir} holds a run with a different config; use a new "
                              f"model_dir or the same flags.\nthere: {existing}\nnow:   {config}")
-        if existing == config:
-            return
-    tmp = path.with_suffix(".tmp")
+
+
+def _write_config(model_dir: pathlib.Path, config: TrainConfig):
+    path = model_dir / CONFIG_FILE
+    tmp = path.with_name("tmp." + CONFIG_FILE)
     tmp.write_text(config.to_json() + "\n")
     tmp.replace(path)
 
 
 def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.Model:
     """Trains (or resumes) the run `config` in `model_dir`; returns the trained model."""
-    if config.episodes % config.episodes_per_epoch:
-        raise ValueError("episodes must be a multiple of episodes_per_epoch")
+    config.validate()
     model_dir = pathlib.Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    _write_config(model_dir, config)
-
+    _check_resumable(model_dir, config)
+    keras.utils.set_random_seed(config.seed)  # initial weights
     model = build_model(config.model, config.model_config)
+    data = load_data(config, config.subset, data_source)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    _write_config(model_dir, config)  # only once the model and data are known to work
+
     schedule = keras.optimizers.schedules.ExponentialDecay(
         config.learning_rate, decay_steps=config.lr_decay_every // config.episodes_per_step,
         decay_rate=config.lr_decay_rate, staircase=True)
@@ -174,7 +190,6 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.
         if verbose:
             print(f"Training {config.model} in {model_dir}: episode {done} of "
                   f"{config.episodes}" + (" (resumed)" if done else ""))
-        data = load_data(config, config.subset, data_source)
         dataset = episode_dataset(
             data.images, data.labels, config.ways, config.shots, config.queries,
             seed=config.seed, start=done, num_episodes=config.episodes - done,

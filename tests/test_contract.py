@@ -89,12 +89,7 @@ def test_raw_omniglot_sized_input(model, make_episode, rng):
     logits = model(episode)
     assert logits.shape == (6, 3) and logits.dtype == tf.float32
     assert np.isfinite(logits.numpy()).all()
-    # Same model input as the cached 28x28x1 pixels, up to the rounding to uint8.
-    from keras_fewshot.layers import to_model_pixels
-    cached = {**episode, **{k: to_model_pixels(episode[k], 28).numpy()
-                            for k in ("support_images", "query_images")}}
-    np.testing.assert_allclose(logits.numpy(), model(cached).numpy(), rtol=2e-2,
-                               atol=2e-2 * float(np.abs(logits.numpy()).max()))
+    # (That raw and cached pixels give the same model input is checked in test_layers.)
 
 
 def test_int64_and_uint8_label_dtypes(model, make_episode, rng):
@@ -201,20 +196,12 @@ def test_bad_episode_fails_the_same_way_in_a_graph(graph_model, make_episode, rn
         graph_model(change(episode))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "validate_episode checks channels only from the static shape; in a traced function with "
-    "an unknown channel dimension (e.g. the serving signature) 2- or 4-channel images are "
-    "silently averaged into gray instead of raising"))
 def test_four_channels_fail_in_a_graph(graph_model, make_episode, rng):
     episode, _ = make_episode(3, 2, 2, rng, channels=4)
     with pytest.raises(CONTRACT_ERRORS, match="1 or 3 channels"):
         graph_model(episode)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "validate_episode computes N = max(label) + 1 in int32: a label of 2**31 - 1 overflows N "
-    "to -2**31 and tf.one_hot fails with 'depth must be non-negative' instead of naming the "
-    "missing classes"))
 def test_huge_label_names_the_problem(model, make_episode, rng):
     episode, _ = make_episode(2, 1, 1, rng)
     episode["support_labels"] = np.array([0, 2 ** 31 - 1], np.int32)
@@ -222,9 +209,6 @@ def test_huge_label_names_the_problem(model, make_episode, rng):
         model(episode)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "validate_episode casts support_labels to int32 without a range check, so int64 label "
-    "2**32 + 1 silently becomes 1 and the episode is accepted as 2-way"))
 def test_int64_labels_out_of_int32_range_are_rejected(model, make_episode, rng):
     episode, _ = make_episode(2, [1, 2], 1, rng)
     episode["support_labels"] = np.array([0, 1, 2 ** 32 + 1], np.int64)

@@ -137,10 +137,6 @@ def test_serving_accepts_raw_105_pixel_rgb_images(served, model, request_episode
                                atol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the serving signature leaves channels unknown and validate_episode only checks them "
-    "statically, so a 4-channel (e.g. RGBA) request is averaged into gray and answered "
-    "instead of rejected"))
 def test_four_channel_request_is_rejected(served, request_episode):
     rgba = {k: np.repeat(v, 4, -1) if k != "support_labels" else v
             for k, v in request_episode.items()}

@@ -136,10 +136,6 @@ def test_config_json_round_trip():
     assert dataclasses.replace(TINY, model_config={"image_size": 32}).image_size == 32
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "train() writes config.json before building the model and loading data, so a start that "
-    "fails at once (unknown model name, bad subset, ...) leaves a config that makes the "
-    "corrected retry in the same model_dir fail with 'holds a run with a different config'"))
 def test_failed_start_does_not_block_the_corrected_retry(omniglot_dir, tmp_path):
     with pytest.raises(ValueError, match="Unknown model 'protonte'"):
         training.train(dataclasses.replace(TINY, model="protonte"), tmp_path / "run",
@@ -148,10 +144,6 @@ def test_failed_start_does_not_block_the_corrected_retry(omniglot_dir, tmp_path)
     assert int(model.optimizer.iterations.numpy()) == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "train() does not check that episodes_per_epoch is a multiple of episodes_per_step: with "
-    "episodes=6, episodes_per_epoch=3, episodes_per_step=2 each epoch runs 3 // 2 = 1 step, "
-    "so the run stops after 4 episodes and saves model.weights.h5 as if finished"))
 def test_run_trains_its_whole_budget_or_refuses(omniglot_dir, tmp_path):
     config = dataclasses.replace(TINY, episodes=6, episodes_per_epoch=3, episodes_per_step=2)
     try:

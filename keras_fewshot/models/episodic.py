@@ -66,9 +66,12 @@ def validate_episode(inputs, fixed_ways=None) -> Episode:
                          f"for support_images {s_x.shape}, got {s_y.shape}")
     if not batched:
         s_x, s_y, q_x = s_x[None], s_y[None], q_x[None]
-    s_y = tf.cast(s_y, tf.int32)
-    checks = _check(tf.shape(s_x)[0] == tf.shape(q_x)[0],
-                    "support_images and query_images have different numbers of episodes")
+    checks = []
+    for name, x in (("support_images", s_x), ("query_images", q_x)):
+        channels = tf.shape(x)[-1]
+        checks += _check((channels == 1) | (channels == 3), f"{name} must have 1 or 3 channels")
+    checks += _check(tf.shape(s_x)[0] == tf.shape(q_x)[0],
+                     "support_images and query_images have different numbers of episodes")
     checks += _check(tf.shape(s_x)[0] == tf.shape(s_y)[0],
                      "support_images and support_labels have different numbers of episodes")
     checks += _check(tf.shape(s_x)[1] == tf.shape(s_y)[1],
@@ -76,12 +79,19 @@ def validate_episode(inputs, fixed_ways=None) -> Episode:
     checks += _check(tf.size(s_y) > 0, "the support set is empty")
     checks += _check(tf.shape(q_x)[1] > 0, "the query set is empty")
     with tf.control_dependencies(checks):
+        # Range checks on the labels as given (before any cast or one-hot of size N).
+        wide = tf.cast(s_y, tf.int64)
+        checks = _check(tf.reduce_min(wide) >= 0, "support_labels has a label below 0")
+        checks += _check(tf.reduce_max(wide) < tf.cast(tf.shape(s_y)[1], tf.int64),
+                         "support_labels has a label >= the number of support examples, so a "
+                         "class in [0, N) has no support example")
+    with tf.control_dependencies(checks):
+        s_y = tf.cast(wide, tf.int32)
         num_classes = tf.reduce_max(s_y) + 1
-    checks = _check(tf.reduce_min(s_y) >= 0, "support_labels has a label below 0")
     counts = tf.reduce_sum(tf.one_hot(s_y, num_classes, dtype=tf.int32), axis=1)
-    checks += _check(tf.reduce_min(counts) > 0,
-                     "a class in [0, N) has no support example (labels must be 0..N-1, "
-                     "N = largest label + 1, each present in every episode)")
+    checks = _check(tf.reduce_min(counts) > 0,
+                    "a class in [0, N) has no support example (labels must be 0..N-1, "
+                    "N = largest label + 1, each present in every episode)")
     if fixed_ways is not None:
         checks += _check(num_classes == fixed_ways,
                          f"this model classifies exactly {fixed_ways} classes; the support set "
