@@ -16,7 +16,7 @@ import pathlib
 
 import keras
 
-from keras_fewshot.data import episode_dataset, load_split
+from keras_fewshot.data import episode_dataset, load_split, pair_dataset
 from keras_fewshot.models import build_model
 
 CONFIG_FILE = "config.json"
@@ -35,6 +35,8 @@ class TrainConfig:
     shots: int = 5
     queries: int = 5
     episodes_per_step: int = 1
+    pairs: int = 128  # pair-trained models: pairs per step (one "episode" = one batch)
+    distort: bool = False  # pair-trained models: Koch et al.'s random affine distortions
     episodes: int = 10000
     episodes_per_epoch: int = 500
     learning_rate: float = 1e-3
@@ -159,6 +161,20 @@ def _write_config(model_dir: pathlib.Path, config: TrainConfig):
     tmp.replace(path)
 
 
+def training_dataset(config: TrainConfig, model, data, start=0):
+    """The stream `model` trains on from element `start`: episodes, or same/different pairs."""
+    remaining = config.episodes - start
+    if model.training_task == "pairs":
+        if config.episodes_per_step != 1:
+            raise ValueError("pair-trained models take one batch of pairs per step: set "
+                             "episodes_per_step=1 and the batch size with pairs")
+        return pair_dataset(data.images, data.labels, config.pairs, seed=config.seed,
+                            start=start, num_batches=remaining, distort=config.distort)
+    return episode_dataset(data.images, data.labels, config.ways, config.shots,
+                           config.queries, seed=config.seed, start=start,
+                           num_episodes=remaining, batch_size=config.episodes_per_step)
+
+
 def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.Model:
     """Trains (or resumes) the run `config` in `model_dir`; returns the trained model."""
     config.validate()
@@ -176,8 +192,7 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.
     optimizer = keras.optimizers.Adam(schedule)
     optimizer.build(model.trainable_variables)
     model.compile(optimizer=optimizer,
-                  loss=model.episode_loss(),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+                  loss=model.training_loss(), metrics=model.training_metrics())
 
     checkpoints = Checkpoints(model_dir / "checkpoints")
     if checkpoints.latest():
@@ -190,10 +205,7 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.
         if verbose:
             print(f"Training {config.model} in {model_dir}: episode {done} of "
                   f"{config.episodes}" + (" (resumed)" if done else ""))
-        dataset = episode_dataset(
-            data.images, data.labels, config.ways, config.shots, config.queries,
-            seed=config.seed, start=done, num_episodes=config.episodes - done,
-            batch_size=config.episodes_per_step)
+        dataset = training_dataset(config, model, data, start=done)
         model.fit(dataset, epochs=epochs, initial_epoch=done // config.episodes_per_epoch,
                   steps_per_epoch=steps_per_epoch, verbose=verbose,
                   callbacks=[_CheckpointEachEpoch(checkpoints),

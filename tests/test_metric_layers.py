@@ -100,11 +100,11 @@ def test_relation_mse_loss_matches_numpy(rng):
     model = build_model("relation")
     labels, logits = np.array([0, 2, 1]), rng.normal(size=(3, 3)).astype(np.float32)
     expected = np.mean((_sigmoid(logits) - np.eye(3)[labels]) ** 2)
-    assert float(model.episode_loss()(labels, logits)) == pytest.approx(expected, rel=1e-5)
+    assert float(model.training_loss()(labels, logits)) == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("name,config", [("matching", {}), ("matching", {"fce": True}),
-                                         ("relation", {})])
+                                         ("relation", {}), ("siamese", {"dense_units": 8})])
 def test_metric_models_honour_the_contract(name, config, make_episode, rng):
     model = build_model(name, config)
     episodes, _ = make_episode(4, 2, 3, rng, batch=2)

@@ -30,6 +30,10 @@ flags.DEFINE_integer("shots", _DEFAULTS.shots, "Support examples per class (K)."
 flags.DEFINE_integer("queries", _DEFAULTS.queries, "Query examples per class (Q).")
 flags.DEFINE_integer("episodes_per_step", _DEFAULTS.episodes_per_step,
                      "Episodes per optimizer step (batched episodes).")
+flags.DEFINE_integer("pairs", _DEFAULTS.pairs, "Pair-trained models (siamese): pairs per "
+                     "step; each step counts as one episode.")
+flags.DEFINE_bool("distort", _DEFAULTS.distort, "Pair-trained models: random affine "
+                  "distortions (Koch et al.).")
 flags.DEFINE_integer("episodes", _DEFAULTS.episodes, "Total training episodes.")
 flags.DEFINE_integer("episodes_per_epoch", _DEFAULTS.episodes_per_epoch,
                      "Episodes between checkpoints and log lines.")
@@ -47,6 +51,7 @@ def main(argv):
         model=FLAGS.model, model_config=json.loads(FLAGS.model_config),
         dataset=FLAGS.dataset, split=FLAGS.split, subset=FLAGS.subset, ways=FLAGS.ways,
         shots=FLAGS.shots, queries=FLAGS.queries, episodes_per_step=FLAGS.episodes_per_step,
+        pairs=FLAGS.pairs, distort=FLAGS.distort,
         episodes=FLAGS.episodes, episodes_per_epoch=FLAGS.episodes_per_epoch,
         learning_rate=FLAGS.learning_rate, lr_decay_every=FLAGS.lr_decay_every,
         lr_decay_rate=FLAGS.lr_decay_rate, seed=FLAGS.seed)

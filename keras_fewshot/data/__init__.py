@@ -1,4 +1,5 @@
 """Where examples come from (Omniglot via TFDS or local archives) and how they become episodes."""
 
 from keras_fewshot.data.episodes import episode_dataset
+from keras_fewshot.data.pairs import pair_dataset
 from keras_fewshot.data.omniglot import LabelledImages, load_examples, load_split

@@ -5,9 +5,10 @@ from keras_fewshot.models.episodic import (EPISODE_KEYS, EpisodicClassifier, dum
 from keras_fewshot.models.matching import MatchingNetwork
 from keras_fewshot.models.protonet import PrototypicalNetwork
 from keras_fewshot.models.relation import RelationNetwork
+from keras_fewshot.models.siamese import SiameseNetwork
 
 MODELS = {"protonet": PrototypicalNetwork, "matching": MatchingNetwork,
-          "relation": RelationNetwork}
+          "relation": RelationNetwork, "siamese": SiameseNetwork}
 
 
 def build_model(name, config=None):

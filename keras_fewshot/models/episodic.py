@@ -121,15 +121,19 @@ class EpisodicClassifier(keras.Model):
 
     Subclasses implement `classify(support_images [B,S,H,W,C], support_labels [B,S],
     query_images [B,Q,H,W,C], num_classes, training) -> logits [B,Q,N]`; a model that only
-    works for one N sets `fixed_ways`; a model trained with another loss overrides
-    `episode_loss`.
+    works for one N sets `fixed_ways`; a model trained otherwise overrides `training_task`,
+    `training_loss` and `training_metrics`.
     """
 
     fixed_ways = None
+    training_task = "episodes"  # what the trainer feeds `fit`: "episodes" or "pairs"
 
-    def episode_loss(self):
+    def training_loss(self):
         """The training loss on (query labels, logits); the papers' default is cross-entropy."""
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def training_metrics(self):
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
     def call(self, inputs, training=False):
         episode = validate_episode(inputs, self.fixed_ways)

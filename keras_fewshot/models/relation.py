@@ -41,7 +41,7 @@ class RelationNetwork(EpisodicClassifier):
         self.relation.build(maps[:-1] + (2 * maps[-1],))
         self.built = True
 
-    def episode_loss(self):
+    def training_loss(self):
         return RelationMSE()
 
     def classify(self, support_images, support_labels, query_images, num_classes,

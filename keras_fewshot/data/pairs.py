@@ -1,0 +1,107 @@
+"""Same/different pairs for verification training (Koch, Zemel & Salakhutdinov 2015).
+
+Batch i of a stream depends only on (seed, i), like episodes. Each batch holds `pairs`
+pairs, half from one class (two distinct examples) and half from two distinct classes, in
+random order. Elements: ({"first_images", "second_images"}, same) with `same` float32 1/0.
+
+With `distort=True` each image gets the paper's random affine distortion (sec. 4.1): each of
+rotation in [-10, 10] degrees, shear in [-0.3, 0.3], scale in [0.8, 1.2] (per axis) and
+translation in [-2, 2] pixels at 105x105 (scaled to the image size) applied with
+probability 0.5, filling with white paper.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from keras_fewshot.data.episodes import EpisodeSpec
+
+
+def _affine_distort(images, seed):
+    """uint8 [P, s, s, 1] -> the same images, each under its own random affine map."""
+    count = tf.shape(images)[0]
+    size = tf.cast(tf.shape(images)[1], tf.float32)
+    seeds = tf.random.experimental.stateless_split(seed, 8)
+
+    def sample(i, low, high, width, neutral):
+        """Uniform in [low, high) with probability 0.5, else the neutral value."""
+        value = tf.random.stateless_uniform([count, width], seeds[2 * i], low, high)
+        keep = tf.random.stateless_uniform([count, width], seeds[2 * i + 1]) < 0.5
+        return tf.where(keep, value, neutral)
+
+    theta = sample(0, -10.0, 10.0, 1, 0.0)[:, 0] * math.pi / 180.0
+    shear = sample(1, -0.3, 0.3, 2, 0.0)
+    scale = sample(2, 0.8, 1.2, 2, 1.0)
+    shift = sample(3, -2.0, 2.0, 2, 0.0) * size / 105.0
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    # Output-to-input map about the image centre: A = R(theta) S(shear) diag(scale).
+    a00 = scale[:, 0] * (cos - sin * shear[:, 1])
+    a01 = scale[:, 1] * (cos * shear[:, 0] - sin)
+    a10 = scale[:, 0] * (sin + cos * shear[:, 1])
+    a11 = scale[:, 1] * (sin * shear[:, 0] + cos)
+    centre = (size - 1.0) / 2.0
+    b0 = centre - a00 * centre - a01 * centre + shift[:, 0]
+    b1 = centre - a10 * centre - a11 * centre + shift[:, 1]
+    zeros = tf.zeros_like(a00)
+    transforms = tf.stack([a00, a01, b0, a10, a11, b1, zeros, zeros], axis=1)
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(images, tf.float32), transforms=transforms,
+        output_shape=tf.shape(images)[1:3], fill_value=255.0, interpolation="BILINEAR",
+        fill_mode="CONSTANT")
+    return tf.cast(tf.round(out), tf.uint8)
+
+
+def pair_dataset(images, labels, pairs, *, seed=0, start=0, num_batches=None,
+                 distort=False) -> tf.data.Dataset:
+    """Batches of same/different pairs from labelled images (uint8 [M, H, W, C])."""
+    if pairs < 2 or pairs % 2:
+        raise ValueError(f"pairs per batch must be an even number >= 2, got {pairs}")
+    images = np.asarray(images)
+    # Same pairs need 2 examples of a class; different pairs need 2 classes.
+    spec = EpisodeSpec(labels, ways=2, shots=1, queries=1)
+    sorted_images = tf.constant(images[spec.order])
+    num_classes, half = len(spec.offsets), pairs // 2
+    stop = None if num_batches is None else start + num_batches
+    indices = tf.data.Dataset.counter(start) if stop is None else tf.data.Dataset.range(
+        start, stop)
+
+    def example(classes, draw):
+        """One random example of each class (draw in [0, 1))."""
+        counts = tf.gather(spec.counts, classes)
+        within = tf.cast(tf.floor(draw * tf.cast(counts, tf.float32)), tf.int64)
+        return tf.gather(spec.offsets, classes) + tf.minimum(within, counts - 1)
+
+    def make(i):
+        seeds = tf.random.experimental.stateless_split(
+            tf.stack([tf.cast(seed, tf.int64), tf.cast(i, tf.int64)]), 9)
+        # Same: a class, then two distinct examples (second offset by 1..count-1).
+        same_class = tf.random.stateless_uniform([half], seeds[0], 0, num_classes, tf.int64)
+        counts = tf.gather(spec.counts, same_class)
+        first = tf.cast(tf.floor(tf.random.stateless_uniform([half], seeds[1])
+                                 * tf.cast(counts, tf.float32)), tf.int64)
+        step = 1 + tf.cast(tf.floor(tf.random.stateless_uniform([half], seeds[2])
+                                    * tf.cast(counts - 1, tf.float32)), tf.int64)
+        offsets = tf.gather(spec.offsets, same_class)
+        same_a = offsets + tf.minimum(first, counts - 1)
+        same_b = offsets + (tf.minimum(first, counts - 1) + step) % counts
+        # Different: two distinct classes, one example each.
+        class_a = tf.random.stateless_uniform([half], seeds[3], 0, num_classes, tf.int64)
+        shift = tf.random.stateless_uniform([half], seeds[4], 1, num_classes, tf.int64)
+        class_b = (class_a + shift) % num_classes
+        draws = tf.random.stateless_uniform([2, half], seeds[5])
+        diff_a, diff_b = example(class_a, draws[0]), example(class_b, draws[1])
+        first_idx = tf.concat([same_a, diff_a], 0)
+        second_idx = tf.concat([same_b, diff_b], 0)
+        same = tf.concat([tf.ones([half]), tf.zeros([half])], 0)
+        perm = tf.argsort(tf.random.stateless_uniform([pairs], seeds[6]))
+        first_images = tf.gather(sorted_images, tf.gather(first_idx, perm))
+        second_images = tf.gather(sorted_images, tf.gather(second_idx, perm))
+        if distort:
+            first_images = _affine_distort(first_images, seeds[7])
+            second_images = _affine_distort(second_images, seeds[8])
+        return ({"first_images": first_images, "second_images": second_images},
+                tf.gather(same, perm))
+
+    return indices.map(make, num_parallel_calls=tf.data.AUTOTUNE,
+                       deterministic=True).prefetch(tf.data.AUTOTUNE)

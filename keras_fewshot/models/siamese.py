@@ -1,0 +1,87 @@
+"""Siamese network (Koch, Zemel & Salakhutdinov 2015) for verification and few-shot use.
+
+Trained as a verifier on same/different pairs with binary cross-entropy (`training_task =
+"pairs"`); used through the episode contract by scoring every (query, support) pair and
+giving each class the mean score of its shots. Class scores are log(mean p), so softmax
+over classes gives normalised probabilities and argmax the paper's choice when K = 1.
+
+The pair scorer on its own:
+    p = tf.sigmoid(model({"first_images": a, "second_images": b}))  # a, b uint8 [P, H, W, C]
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_fewshot.layers import Conv4Embedding, ImagePreprocessing, SiameseL1Head
+from keras_fewshot.models.episodic import EpisodicClassifier, merge_leading
+
+PAIR_KEYS = ("first_images", "second_images")
+
+
+@keras.saving.register_keras_serializable(package="keras_fewshot")
+class SiameseNetwork(EpisodicClassifier):
+    """conv4 twin f (optionally followed by a sigmoid dense layer, as Koch's) + L1 head."""
+
+    training_task = "pairs"
+
+    def __init__(self, image_size=28, filters=64, dense_units=0, **kwargs):
+        super().__init__(**kwargs)
+        self.image_size = int(image_size)
+        self.filters = int(filters)
+        self.dense_units = int(dense_units)
+        self.preprocess = ImagePreprocessing(self.image_size, name="preprocess")
+        self.embedding = Conv4Embedding(self.filters, name="embedding")
+        shape = (None, self.image_size, self.image_size, 1)
+        self.embedding.build(shape)
+        shape = self.embedding.compute_output_shape(shape)
+        self.dense = None
+        if self.dense_units:
+            self.dense = keras.layers.Dense(self.dense_units, activation="sigmoid", name="dense")
+            self.dense.build(shape)
+            shape = self.dense.compute_output_shape(shape)
+        self.head = SiameseL1Head(name="head")
+        self.head.build(shape, shape)
+        self.built = True
+
+    def training_loss(self):
+        return keras.losses.BinaryCrossentropy(from_logits=True)
+
+    def training_metrics(self):
+        return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)]
+
+    def features(self, images, training=False):
+        """f(x): uint8 [M, H, W, C] -> [M, D]."""
+        x = self.embedding(self.preprocess(images), training=training)
+        return self.dense(x) if self.dense is not None else x
+
+    def call(self, inputs, training=False):
+        if isinstance(inputs, dict) and all(k in inputs for k in PAIR_KEYS):
+            return self.pair_logits(inputs["first_images"], inputs["second_images"], training)
+        return super().call(inputs, training=training)
+
+    def pair_logits(self, first_images, second_images, training=False):
+        """Same-class logits [P] of image pairs; sigmoid gives p(x1, x2)."""
+        for name, x in (("first_images", first_images), ("second_images", second_images)):
+            if x.dtype != tf.uint8 or x.shape.rank != 4:
+                raise ValueError(f"{name} must be uint8 [P, H, W, C], got {x.dtype.name} "
+                                 f"{x.shape}")
+        count = tf.shape(first_images)[0]
+        both = self.features(tf.concat([first_images, second_images], 0), training)
+        return self.head(both[:count], both[count:])
+
+    def classify(self, support_images, support_labels, query_images, num_classes,
+                 training=False):
+        batch = tf.shape(support_images)[0]
+        support = self.features(merge_leading(support_images), training)
+        query = self.features(merge_leading(query_images), training)
+        dim = support.shape[-1]
+        support = tf.reshape(support, (batch, 1, -1, dim))  # [B, 1, S, D]
+        query = tf.reshape(query, (batch, -1, 1, dim))      # [B, Q, 1, D]
+        p = tf.sigmoid(self.head(query, support))           # [B, Q, S]
+        onehot = tf.one_hot(support_labels, num_classes, dtype=p.dtype)  # [B, S, N]
+        mean = tf.einsum("bqs,bsn->bqn", p, onehot) / tf.reduce_sum(onehot, 1)[:, None]
+        return tf.math.log(tf.maximum(mean, 1e-30))
+
+    def get_config(self):
+        return {**super().get_config(), "image_size": self.image_size, "filters": self.filters,
+                "dense_units": self.dense_units}
