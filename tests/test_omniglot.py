@@ -238,3 +238,35 @@ def test_lake_split(omniglot_dir, subset, classes, alphabets):
     with zipfile.ZipFile(_zip_path(omniglot_dir, subset)) as archive:
         in_archive = {n.split("/")[1] for n in archive.namelist() if n.count("/") >= 2}
     assert set(alphabet_of) == in_archive
+
+
+NO_NETWORK_SCRIPT = """
+import socket, sys
+def refuse(*args, **kwargs):
+    raise RuntimeError("network access attempted")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+from keras_fewshot.data import load_examples
+ds = load_examples("evaluation", source=sys.argv[1])
+first = next(iter(ds))
+assert first["image"].shape == (105, 105, 3)
+assert "tensorflow_datasets" not in sys.modules, "TFDS imported for a local source"
+print("ok")
+"""
+
+
+def test_local_source_never_touches_the_network(run_python, omniglot_dir):
+    result = run_python("-c", NO_NETWORK_SCRIPT, omniglot_dir)
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_tfds_source_goes_through_tfds_load(monkeypatch):
+    """With no local source, examples come from tfds.load("omniglot") (mocked: no network)."""
+    import tensorflow_datasets as tfds
+    monkeypatch.delenv("KERAS_FEWSHOT_OMNIGLOT_DIR", raising=False)
+    with tfds.testing.mock_data(num_examples=3, policy=tfds.testing.MockPolicy.USE_CODE):
+        examples = list(load_examples("evaluation").as_numpy_iterator())
+    assert len(examples) == 3
+    for example in examples:
+        assert example["image"].shape == (105, 105, 3) and example["image"].dtype == np.uint8
+        assert {"alphabet", "alphabet_char_id", "label"} <= set(example)
