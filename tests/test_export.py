@@ -164,3 +164,17 @@ def test_overwrite_replaces_the_directory(model, tmp_path, request_episode, expe
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert_answers(serve(tf.saved_model.load(str(target)).signatures[SIGNATURE],
                          request_episode), expected)
+
+
+@pytest.mark.parametrize("name,config", [
+    ("matching", {"filters": 8, "fce": True, "fce_steps": 2}), ("relation", {"filters": 8}),
+    ("siamese", {"filters": 8, "dense_units": 8})])
+def test_every_model_family_serves_its_keras_answers(name, config, request_episode, tmp_path,
+                                                     np_softmax):
+    from keras_fewshot.models import build_model
+    keras.utils.set_random_seed(0)
+    family = build_model(name, config)
+    path = export_saved_model(family, tmp_path / name)
+    outputs = serve(tf.saved_model.load(str(path)).signatures[SIGNATURE], request_episode)
+    probabilities = np_softmax(family(request_episode).numpy().astype(np.float64))
+    assert_answers(outputs, (probabilities, probabilities.argmax(-1)))
