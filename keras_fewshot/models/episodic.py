@@ -144,3 +144,14 @@ class EpisodicClassifier(keras.Model):
     def classify(self, support_images, support_labels, query_images, num_classes,
                  training=False):
         raise NotImplementedError
+
+    def embed_episode(self, embed, support_images, query_images, training=False):
+        """Preprocesses and embeds support and query in one pass of `embed`, so batch norm
+        sees the whole episode; returns [B, S, ...] and [B, Q, ...] features."""
+        batch = tf.shape(support_images)[0]
+        support = self.preprocess(merge_leading(support_images))
+        query = self.preprocess(merge_leading(query_images))
+        features = embed(tf.concat([support, query], axis=0), training=training)
+        split = tf.shape(support)[0]
+        shape = (batch, -1, *features.shape[1:])
+        return tf.reshape(features[:split], shape), tf.reshape(features[split:], shape)

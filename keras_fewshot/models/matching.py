@@ -6,11 +6,10 @@ f = g = the conv4 embedding.
 """
 
 import keras
-import tensorflow as tf
 
 from keras_fewshot.layers import (Conv4Embedding, CosineAttentionClassifier, ImagePreprocessing,
                                   QueryAttentionEmbedding, SupportContextEmbedding)
-from keras_fewshot.models.episodic import EpisodicClassifier, merge_leading
+from keras_fewshot.models.episodic import EpisodicClassifier
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
@@ -41,14 +40,7 @@ class MatchingNetwork(EpisodicClassifier):
 
     def classify(self, support_images, support_labels, query_images, num_classes,
                  training=False):
-        batch = tf.shape(support_images)[0]
-        support = self.preprocess(merge_leading(support_images))
-        query = self.preprocess(merge_leading(query_images))
-        features = self.embedding(tf.concat([support, query], axis=0), training=training)
-        split = tf.shape(support)[0]
-        dim = features.shape[-1]
-        g = tf.reshape(features[:split], (batch, -1, dim))
-        f = tf.reshape(features[split:], (batch, -1, dim))
+        g, f = self.embed_episode(self.embedding, support_images, query_images, training)
         if self.fce:
             g = self.support_context(g, training=training)
             f = self.query_attention(f, g)

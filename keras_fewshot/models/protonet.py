@@ -1,10 +1,9 @@
 """Prototypical Networks (Snell, Swersky & Zemel 2017): conv4 embedding + prototypical head."""
 
 import keras
-import tensorflow as tf
 
 from keras_fewshot.layers import Conv4Embedding, ImagePreprocessing, PrototypicalHead
-from keras_fewshot.models.episodic import EpisodicClassifier, merge_leading
+from keras_fewshot.models.episodic import EpisodicClassifier
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
@@ -24,15 +23,8 @@ class PrototypicalNetwork(EpisodicClassifier):
 
     def classify(self, support_images, support_labels, query_images, num_classes,
                  training=False):
-        batch = tf.shape(support_images)[0]
-        support = self.preprocess(merge_leading(support_images))
-        query = self.preprocess(merge_leading(query_images))
-        # One pass over support and query: batch-norm statistics cover the whole episode.
-        features = self.embedding(tf.concat([support, query], axis=0), training=training)
-        split = tf.shape(support)[0]
-        dim = features.shape[-1]
-        support_emb = tf.reshape(features[:split], (batch, -1, dim))
-        query_emb = tf.reshape(features[split:], (batch, -1, dim))
+        support_emb, query_emb = self.embed_episode(self.embedding, support_images,
+                                                    query_images, training)
         return self.head(support_emb, support_labels, query_emb, num_classes)
 
     def get_config(self):

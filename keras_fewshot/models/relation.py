@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from keras_fewshot.layers import Conv4Embedding, ImagePreprocessing, RelationModule
-from keras_fewshot.models.episodic import EpisodicClassifier, merge_leading
+from keras_fewshot.models.episodic import EpisodicClassifier
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
@@ -46,15 +46,10 @@ class RelationNetwork(EpisodicClassifier):
 
     def classify(self, support_images, support_labels, query_images, num_classes,
                  training=False):
-        batch = tf.shape(support_images)[0]
-        support = self.preprocess(merge_leading(support_images))
-        query = self.preprocess(merge_leading(query_images))
-        maps = self.embedding(tf.concat([support, query], axis=0), training=training)
-        split = tf.shape(support)[0]
-        map_shape = tf.shape(maps)[1:]
-        support_maps = tf.reshape(maps[:split], tf.concat([[batch, -1], map_shape], 0))
-        query_maps = tf.reshape(maps[split:], tf.concat([[batch, -1], map_shape], 0))
-        onehot = tf.one_hot(support_labels, num_classes, dtype=maps.dtype)
+        support_maps, query_maps = self.embed_episode(self.embedding, support_images,
+                                                      query_images, training)
+        batch = tf.shape(support_maps)[0]
+        onehot = tf.one_hot(support_labels, num_classes, dtype=support_maps.dtype)
         class_maps = tf.einsum("bsn,bshwc->bnhwc", onehot, support_maps)  # sum over shots
         queries, ways = tf.shape(query_maps)[1], num_classes
         pairs = tf.concat([

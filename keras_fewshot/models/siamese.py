@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from keras_fewshot.layers import Conv4Embedding, ImagePreprocessing, SiameseL1Head
-from keras_fewshot.models.episodic import EpisodicClassifier, merge_leading
+from keras_fewshot.models.episodic import EpisodicClassifier
 
 PAIR_KEYS = ("first_images", "second_images")
 
@@ -49,9 +49,9 @@ class SiameseNetwork(EpisodicClassifier):
     def training_metrics(self):
         return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)]
 
-    def features(self, images, training=False):
-        """f(x): uint8 [M, H, W, C] -> [M, D]."""
-        x = self.embedding(self.preprocess(images), training=training)
+    def features(self, pixels, training=False):
+        """f(x) on preprocessed pixels [M, s, s, 1] -> [M, D]."""
+        x = self.embedding(pixels, training=training)
         return self.dense(x) if self.dense is not None else x
 
     def call(self, inputs, training=False):
@@ -66,17 +66,15 @@ class SiameseNetwork(EpisodicClassifier):
                 raise ValueError(f"{name} must be uint8 [P, H, W, C], got {x.dtype.name} "
                                  f"{x.shape}")
         count = tf.shape(first_images)[0]
-        both = self.features(tf.concat([first_images, second_images], 0), training)
+        both = self.features(self.preprocess(tf.concat([first_images, second_images], 0)),
+                             training)
         return self.head(both[:count], both[count:])
 
     def classify(self, support_images, support_labels, query_images, num_classes,
                  training=False):
-        batch = tf.shape(support_images)[0]
-        support = self.features(merge_leading(support_images), training)
-        query = self.features(merge_leading(query_images), training)
-        dim = support.shape[-1]
-        support = tf.reshape(support, (batch, 1, -1, dim))  # [B, 1, S, D]
-        query = tf.reshape(query, (batch, -1, 1, dim))      # [B, Q, 1, D]
+        support, query = self.embed_episode(self.features, support_images, query_images,
+                                            training)
+        support, query = support[:, None], query[:, :, None]  # [B, 1, S, D], [B, Q, 1, D]
         p = tf.sigmoid(self.head(query, support))           # [B, Q, S]
         onehot = tf.one_hot(support_labels, num_classes, dtype=p.dtype)  # [B, S, N]
         mean = tf.einsum("bqs,bsn->bqn", p, onehot) / tf.reduce_sum(onehot, 1)[:, None]
