@@ -19,5 +19,5 @@ setup(
         "numpy",
         "absl-py",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "pillow"]},
 )
