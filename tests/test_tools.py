@@ -61,3 +61,15 @@ def test_model_flags_are_required(run_python):
     proc = run_python(TOOLS_DIR / "evaluate.py", "--episodes=1", check=False)
     assert proc.returncode != 0
     assert "model" in proc.stderr and "model_dir" in proc.stderr
+
+
+def test_benchmark_tool_prints_one_json_line_per_measurement(run_python, omniglot_dir):
+    proc = run_python(TOOLS_DIR / "benchmark.py", "--model=protonet_omniglot", "--repeats=1",
+                      f"--data_dir={omniglot_dir}")
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    measures = {row["measure"] for row in rows}
+    assert {"environment", "pipeline_episodes_per_s", "inference_ms_per_episode",
+            "serving_ms_per_request", "train_ms_per_episode", "peak_memory_mb"} <= measures
+    for row in rows:
+        if "ms_median" in row:
+            assert row["ms_median"] > 0 and row["repeats"] >= 1
