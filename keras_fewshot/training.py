@@ -43,6 +43,7 @@ class TrainConfig:
     lr_decay_every: int = 2000
     lr_decay_rate: float = 0.5
     seed: int = 0
+    init_from: str = ""  # a training directory whose final weights start this run
 
     def validate(self):
         """Raises ValueError when the numbers cannot make a run that trains its budget."""
@@ -197,6 +198,8 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.
     checkpoints = Checkpoints(model_dir / "checkpoints")
     if checkpoints.latest():
         model.load_weights(checkpoints.latest())
+    elif config.init_from:  # fine-tuning: weights only, a fresh optimizer and schedule
+        model.set_weights(model_from_dir(config.init_from).get_weights())
     step = int(optimizer.iterations.numpy())
     done = step * config.episodes_per_step
     steps_per_epoch = config.episodes_per_epoch // config.episodes_per_step

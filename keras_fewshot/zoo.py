@@ -48,7 +48,7 @@ REGISTRY = {entry.name: entry for entry in [
     ZooEntry(
         name="protonet_omniglot",
         description="Prototypical Network, conv4, Omniglot Vinyals split; any N-way K-shot.",
-        sha256="",
+        sha256="d239b01dc89ea15d0dc17530e9c76fb8df49fbb83235cea10446fd4bbd03858e",
         protocol="vinyals",
         train_command=(
             "python tools/train.py --model_dir=runs/protonet_omniglot "

@@ -42,6 +42,8 @@ flags.DEFINE_integer("lr_decay_every", _DEFAULTS.lr_decay_every,
                      "Multiply the learning rate by --lr_decay_rate every this many episodes.")
 flags.DEFINE_float("lr_decay_rate", _DEFAULTS.lr_decay_rate, "Learning-rate decay factor.")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Episode stream seed.")
+flags.DEFINE_string("init_from", _DEFAULTS.init_from, "A training directory whose final "
+                    "weights initialise this run (fine-tuning); the optimizer starts fresh.")
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity (1 progress bar, 2 one line/epoch).")
 
 
@@ -54,7 +56,7 @@ def main(argv):
         pairs=FLAGS.pairs, distort=FLAGS.distort,
         episodes=FLAGS.episodes, episodes_per_epoch=FLAGS.episodes_per_epoch,
         learning_rate=FLAGS.learning_rate, lr_decay_every=FLAGS.lr_decay_every,
-        lr_decay_rate=FLAGS.lr_decay_rate, seed=FLAGS.seed)
+        lr_decay_rate=FLAGS.lr_decay_rate, seed=FLAGS.seed, init_from=FLAGS.init_from)
     training.train(config, FLAGS.model_dir, data_source=FLAGS.data_dir, verbose=FLAGS.verbose)
 
 
