@@ -48,17 +48,23 @@ REGISTRY = {entry.name: entry for entry in [
     ZooEntry(
         name="protonet_omniglot",
         description="Prototypical Network, conv4, Omniglot Vinyals split; any N-way K-shot.",
-        sha256="d239b01dc89ea15d0dc17530e9c76fb8df49fbb83235cea10446fd4bbd03858e",
+        sha256="84da0a6c13fb44a734af5ee0af6d368bb7d9bcff89e6298acaaf4bd1f843cfb2",
         protocol="vinyals",
         train_command=(
             "python tools/train.py --model_dir=runs/protonet_omniglot "
             "--data_dir=../shared/data/omniglot --model=protonet --split=vinyals "
             "--subset=trainval --ways=60 --shots=5 --queries=5 --episodes=10000 "
             "--episodes_per_epoch=500 --learning_rate=0.001 --lr_decay_every=2000 "
-            "--lr_decay_rate=0.5 --seed=0"),
+            "--lr_decay_rate=0.5 --seed=0 && "
+            "python tools/train.py --model_dir=runs/protonet_omniglot_1shot "
+            "--init_from=runs/protonet_omniglot --data_dir=../shared/data/omniglot "
+            "--model=protonet --split=vinyals --subset=trainval --ways=60 --shots=1 "
+            "--queries=5 --episodes=2000 --episodes_per_epoch=500 --learning_rate=0.0001 "
+            "--lr_decay_every=1000 --lr_decay_rate=0.5 --seed=1"),
         evaluate_command=(
             "python tools/evaluate.py --model=protonet_omniglot "
-            "--data_dir=../shared/data/omniglot --protocol=vinyals --episodes=1000"),
+            "--data_dir=../shared/data/omniglot --protocol=vinyals --episodes=1000 "
+            "--output_json=zoo/protonet_omniglot/eval_vinyals.json"),
     ),
 ]}
 
