@@ -5,6 +5,7 @@
 
 import json
 import pathlib
+import sys
 
 from absl import app, flags
 
@@ -30,7 +31,7 @@ def main(argv):
     rows = evaluation.evaluate(
         model, FLAGS.protocol, episodes=FLAGS.episodes, queries=FLAGS.queries,
         seed=FLAGS.seed, data_source=FLAGS.data_dir, image_size=model.image_size,
-        settings=settings)
+        settings=settings, verbose=1 if sys.stdout.isatty() else 2)
     print(evaluation.markdown_table(rows))
     if FLAGS.output_json:
         pathlib.Path(FLAGS.output_json).write_text(json.dumps(rows, indent=2) + "\n")
