@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_fewshot import training
 from keras_fewshot.data import episode_dataset
 
 
@@ -27,17 +28,19 @@ def _timed(fn, repeats, warmup=2):
             "ms_min": round(min(times), 2), "repeats": repeats}
 
 
-def _episode(data, ways, shots, queries, batch_size=None):
+def _episode(data, ways, shots, queries):
     return next(iter(episode_dataset(data.images, data.labels, ways, shots, queries, seed=0,
-                                     num_episodes=batch_size or 1, batch_size=batch_size)))
+                                     num_episodes=1)))
 
 
-def train_step_ms(model, data, ways, shots, queries, repeats=10):
-    """One optimizer step of `model.fit`'s train function on a single-episode batch."""
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    inputs, labels = _episode(data, ways, shots, queries, batch_size=1)
-    return {"measure": "train_ms_per_episode", "episode": f"{ways}w{shots}s{queries}q",
+def train_step_ms(model, config, data, repeats=10):
+    """One optimizer step of `model.fit`'s train function on the element `config` trains on
+    (an episode, or a batch of pairs), with the model's own loss."""
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=model.training_loss())
+    inputs, labels = next(iter(training.training_dataset(config, model, data)))
+    shape = (f"{config.pairs} pairs" if model.training_task == "pairs"
+             else f"{config.ways}w{config.shots}s{config.queries}q")
+    return {"measure": "train_ms_per_episode", "episode": shape,
             **_timed(lambda: model.train_on_batch(inputs, labels), repeats)}
 
 

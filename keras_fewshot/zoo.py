@@ -10,8 +10,7 @@ import hashlib
 import os
 import pathlib
 
-from keras_fewshot.models import build_model
-from keras_fewshot.training import WEIGHTS_FILE, read_config
+from keras_fewshot.training import WEIGHTS_FILE, model_from_dir
 
 ZOO_DIR_ENV = "KERAS_FEWSHOT_ZOO_DIR"
 
@@ -104,8 +103,5 @@ def verify_weights(entry: ZooEntry) -> pathlib.Path:
 def load(name):
     """The zoo model `name`, built from its config, with hash-verified weights."""
     entry = get_entry(name)
-    weights = verify_weights(entry)
-    config = read_config(entry.directory)
-    model = build_model(config.model, config.model_config)
-    model.load_weights(weights)
-    return model
+    verify_weights(entry)
+    return model_from_dir(entry.directory)

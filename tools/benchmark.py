@@ -36,8 +36,7 @@ def main(argv):
         with tempfile.TemporaryDirectory() as tmp:
             path = export.export_saved_model(model, f"{tmp}/model")
             rows.append(benchmark.serving_ms(path, data, 5, 1, 1, 5 * FLAGS.repeats))
-        rows.append(benchmark.train_step_ms(model, data, config.ways, config.shots,
-                                            config.queries, FLAGS.repeats))
+        rows.append(benchmark.train_step_ms(model, config, data, FLAGS.repeats))
         rows.append(benchmark.peak_memory_mb())
         for row in rows:
             print(json.dumps({"model": name, **row}), flush=True)
