@@ -31,9 +31,11 @@ class TrainConfig:
     dataset: str = "omniglot"
     split: str = "vinyals"
     subset: str = "trainval"
+    rotations: bool = False  # Lake split: rotated characters as extra training classes
     ways: int = 60
     shots: int = 5
     queries: int = 5
+    within_alphabet: bool = False  # every training episode takes its classes from one alphabet
     episodes_per_step: int = 1
     pairs: int = 128  # pair-trained models: pairs per step (one "episode" = one batch)
     distort: bool = False  # pair-trained models: Koch et al.'s random affine distortions
@@ -44,6 +46,7 @@ class TrainConfig:
     lr_decay_rate: float = 0.5
     seed: int = 0
     init_from: str = ""  # a training directory whose final weights start this run
+    embedding_from: str = ""  # a training directory whose embedding weights start this run
 
     def validate(self):
         """Raises ValueError when the numbers cannot make a run that trains its budget."""
@@ -57,6 +60,9 @@ class TrainConfig:
             raise ValueError("episodes must be a multiple of episodes_per_epoch")
         if self.lr_decay_every % self.episodes_per_step:
             raise ValueError("lr_decay_every must be a multiple of episodes_per_step")
+        if self.init_from and self.embedding_from:
+            raise ValueError("init_from and embedding_from are exclusive: init_from already "
+                             "starts every weight, the embedding's included")
 
     @property
     def image_size(self):
@@ -96,9 +102,12 @@ def model_from_dir(model_dir) -> keras.Model:
 
 
 def load_data(config: TrainConfig, subset: str, source=None):
+    """`subset` of the run's split at the model's resolution; the rotation augmentation
+    applies to the training subset only."""
     if config.dataset != "omniglot":
         raise ValueError(f"Unknown dataset {config.dataset!r}; expected 'omniglot'")
-    return load_split(config.split, subset, source=source, image_size=config.image_size)
+    return load_split(config.split, subset, source=source, image_size=config.image_size,
+                      rotations=config.rotations and subset == config.subset)
 
 
 class Checkpoints:
@@ -146,6 +155,16 @@ def _atomic_save_weights(model, path):
     tmp.replace(path)
 
 
+def _copy_embedding(source, target, where):
+    """Copies source.embedding's weights into target.embedding (same filters and blocks)."""
+    shapes = [tuple(w.shape) for w in source.embedding.weights]
+    wanted = [tuple(w.shape) for w in target.embedding.weights]
+    if shapes != wanted:
+        raise ValueError(f"The embedding in {where} does not fit this model's: weight shapes "
+                         f"{shapes} vs {wanted}")
+    target.embedding.set_weights(source.embedding.get_weights())
+
+
 def _check_resumable(model_dir: pathlib.Path, config: TrainConfig):
     """A directory may be resumed with the same config; only the episode budget may grow."""
     if (model_dir / CONFIG_FILE).is_file():
@@ -171,8 +190,9 @@ def training_dataset(config: TrainConfig, model, data, start=0):
                              "episodes_per_step=1 and the batch size with pairs")
         return pair_dataset(data.images, data.labels, config.pairs, seed=config.seed,
                             start=start, num_batches=remaining, distort=config.distort)
+    groups = data.groups if config.within_alphabet else None
     return episode_dataset(data.images, data.labels, config.ways, config.shots,
-                           config.queries, seed=config.seed, start=start,
+                           config.queries, groups=groups, seed=config.seed, start=start,
                            num_episodes=remaining, batch_size=config.episodes_per_step)
 
 
@@ -184,8 +204,14 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.
     keras.utils.set_random_seed(config.seed)  # initial weights
     model = build_model(config.model, config.model_config)
     data = load_data(config, config.subset, data_source)
+    checkpoints = Checkpoints(model_dir / "checkpoints")
+    if not checkpoints.latest():  # a fresh run's start weights, checked before any file
+        if config.init_from:  # fine-tuning: weights only, a fresh optimizer and schedule
+            model.set_weights(model_from_dir(config.init_from).get_weights())
+        elif config.embedding_from:  # transfer: the embedding only, every other layer fresh
+            _copy_embedding(model_from_dir(config.embedding_from), model, config.embedding_from)
     model_dir.mkdir(parents=True, exist_ok=True)
-    _write_config(model_dir, config)  # only once the model and data are known to work
+    _write_config(model_dir, config)  # only once the model, data and start weights work
 
     schedule = keras.optimizers.schedules.ExponentialDecay(
         config.learning_rate, decay_steps=config.lr_decay_every // config.episodes_per_step,
@@ -195,11 +221,8 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.
     model.compile(optimizer=optimizer,
                   loss=model.training_loss(), metrics=model.training_metrics())
 
-    checkpoints = Checkpoints(model_dir / "checkpoints")
     if checkpoints.latest():
         model.load_weights(checkpoints.latest())
-    elif config.init_from:  # fine-tuning: weights only, a fresh optimizer and schedule
-        model.set_weights(model_from_dir(config.init_from).get_weights())
     step = int(optimizer.iterations.numpy())
     done = step * config.episodes_per_step
     steps_per_epoch = config.episodes_per_epoch // config.episodes_per_step

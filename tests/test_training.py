@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from keras_fewshot import training
-from keras_fewshot.models import PrototypicalNetwork
+from keras_fewshot.models import PrototypicalNetwork, build_model
 
 TINY = training.TrainConfig(model="protonet", model_config={"filters": 8}, split="vinyals",
                             subset="val", ways=5, shots=1, queries=1, episodes=4,
@@ -151,3 +151,259 @@ def test_run_trains_its_whole_budget_or_refuses(omniglot_dir, tmp_path):
     except ValueError:
         return  # refusing the inconsistent config up front is a correct outcome too
     assert int(model.optimizer.iterations.numpy()) * config.episodes_per_step == config.episodes
+
+
+# --- Lake split with rotations -----------------------------------------------------------------
+
+def _rotate90(images, k):
+    """Explicit index formula for a k x 90 degree counter-clockwise rotation of [M, H, W, C]:
+    one step maps out[m, i, j] = in[m, j, W - 1 - i] (what np.rot90 does on axes (1, 2))."""
+    for _ in range(k):
+        images = images[:, :, ::-1].transpose(0, 2, 1, 3)
+    return images
+
+
+@pytest.fixture(scope="module")
+def lake_background(omniglot_dir):
+    from keras_fewshot.data import load_split
+    return (load_split("lake", "background", source=omniglot_dir),
+            load_split("lake", "background", source=omniglot_dir, rotations=True))
+
+
+def test_lake_rotations_add_three_rotated_classes_per_character(lake_background):
+    plain, rotated = lake_background
+    assert plain.num_classes == 964 and rotated.num_classes == 4 * plain.num_classes
+    assert len(rotated.images) == 4 * len(plain.images)
+    assert rotated.images.dtype == np.uint8 and rotated.images.shape[1:] == (28, 28, 1)
+    np.testing.assert_array_equal(np.unique(rotated.labels), np.arange(rotated.num_classes))
+    np.testing.assert_array_equal(rotated.groups, np.repeat(plain.groups, 4))
+    for c, name in enumerate(plain.class_names):
+        assert name.endswith("/rot000")
+        base = plain.images[plain.labels == c]
+        for k in range(4):
+            index = 4 * c + k
+            assert rotated.class_names[index] == name.replace("/rot000", f"/rot{90 * k:03d}")
+            assert rotated.groups[index] == plain.groups[c]  # same alphabet for all rotations
+            np.testing.assert_array_equal(rotated.images[rotated.labels == index],
+                                          _rotate90(base, k), err_msg=rotated.class_names[index])
+
+
+def test_lake_rotated_classes_match_the_vinyals_classes_of_the_same_name(omniglot_dir,
+                                                                         lake_background):
+    from keras_fewshot.data import load_split
+    _, rotated = lake_background
+    vinyals = load_split("vinyals", "val", source=omniglot_dir)
+    lake_index = {name: i for i, name in enumerate(rotated.class_names)}
+    shared = [(i, lake_index[n]) for i, n in enumerate(vinyals.class_names) if n in lake_index]
+    assert len(shared) > 100 and {vinyals.class_names[i][-6:] for i, _ in shared} == {
+        "rot000", "rot090", "rot180", "rot270"}
+    for v, lake in shared:
+        np.testing.assert_array_equal(rotated.images[rotated.labels == lake],
+                                      vinyals.images[vinyals.labels == v])
+
+
+def test_rotations_are_for_the_lake_split_and_its_training_subset_only(omniglot_dir,
+                                                                      lake_background):
+    from keras_fewshot.data import load_split
+    with pytest.raises(ValueError, match="Lake split only"):
+        load_split("vinyals", "val", source=omniglot_dir, rotations=True)
+    plain, rotated = lake_background
+    config = dataclasses.replace(TINY, split="lake", subset="background", rotations=True)
+    assert training.load_data(config, "background", omniglot_dir).num_classes == \
+        rotated.num_classes
+    evaluation = training.load_data(config, "evaluation", omniglot_dir)
+    assert evaluation.num_classes == 659
+    assert all(name.endswith("/rot000") for name in evaluation.class_names)
+    unrotated = dataclasses.replace(config, rotations=False)
+    assert training.load_data(unrotated, "background", omniglot_dir).num_classes == \
+        plain.num_classes
+
+
+# --- Within-alphabet training episodes ---------------------------------------------------------
+
+def _index_images(count, size=28):
+    """uint8 [count, size, size, 1] whose first two pixels spell the example's index."""
+    images = np.full((count, size, size, 1), 255, np.uint8)
+    images[:, 0, 0, 0] = np.arange(count) % 256
+    images[:, 0, 1, 0] = np.arange(count) // 256
+    return images
+
+
+def _decode_index(images):
+    return images[..., 0, 0, 0].astype(np.int64) + 256 * images[..., 0, 1, 0].astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def grouped_data():
+    """Groups of 5, 7, 3 (too few for 5-way) and 6 classes, 4 examples per class, labels and
+    examples shuffled so class order, example order and group order are unrelated."""
+    from keras_fewshot.data import LabelledImages
+    rng = np.random.default_rng(5)
+    groups = rng.permutation(np.repeat(np.array([10, 11, 12, 13], np.int32), [5, 7, 3, 6]))
+    labels = rng.permutation(np.repeat(np.arange(len(groups), dtype=np.int32), 4))
+    return LabelledImages(_index_images(len(labels)), labels,
+                          tuple(f"class{c}" for c in range(len(groups))), groups)
+
+
+def _episode_groups(data, inputs, query_labels):
+    """Checks an episode's labels against the true classes; returns the groups it drew from."""
+    support_class = data.labels[_decode_index(inputs["support_images"])]
+    query_class = data.labels[_decode_index(inputs["query_images"])]
+    ways = int(inputs["support_labels"].max()) + 1
+    for n in range(ways):  # each episode label is exactly one class, the same in the query
+        (c,) = set(support_class[inputs["support_labels"] == n])
+        assert set(query_class[query_labels == n]) == {c}
+    assert len(set(support_class)) == ways
+    return set(data.groups[support_class]) | set(data.groups[query_class])
+
+
+@pytest.mark.parametrize("episodes_per_step", [1, 2])
+def test_within_alphabet_episodes_take_all_classes_from_one_group(grouped_data,
+                                                                  episodes_per_step):
+    config = dataclasses.replace(TINY, ways=5, shots=1, queries=2, within_alphabet=True,
+                                 episodes=40, episodes_per_epoch=40, lr_decay_every=40,
+                                 episodes_per_step=episodes_per_step)
+    model = PrototypicalNetwork(filters=8)
+    seen = []
+    for inputs, query_labels in training.training_dataset(config, model, grouped_data)\
+            .as_numpy_iterator():
+        # training_dataset always batches: [episodes_per_step, ...] per element
+        assert inputs["support_images"].shape[:2] == (episodes_per_step, 5)
+        for b in range(episodes_per_step):
+            groups = _episode_groups(grouped_data, {k: v[b] for k, v in inputs.items()},
+                                     query_labels[b])
+            assert len(groups) == 1, groups
+            seen += groups
+    assert len(seen) == 40
+    assert set(seen) == {10, 11, 13}  # every usable group is drawn, never the 3-class one
+    # Without the option, classes mix groups (the same data and seed).
+    mixed = dataclasses.replace(config, within_alphabet=False, episodes_per_step=1)
+    spans = [len(_episode_groups(grouped_data, {k: v[0] for k, v in inputs.items()}, labels[0]))
+             for inputs, labels in
+             training.training_dataset(mixed, model, grouped_data).as_numpy_iterator()]
+    assert max(spans) > 1
+
+
+def test_within_alphabet_episodes_on_lake_with_rotations(lake_background):
+    _, rotated = lake_background
+    config = dataclasses.replace(TINY, split="lake", subset="background", rotations=True,
+                                 within_alphabet=True, ways=20, shots=1, queries=1,
+                                 episodes=6, episodes_per_epoch=6, lr_decay_every=6)
+    lookup = {}  # image bytes -> alphabets having that exact image
+    for image, label in zip(rotated.images, rotated.labels):
+        lookup.setdefault(image.tobytes(), set()).add(int(rotated.groups[label]))
+    alphabets = []
+    for inputs, _ in training.training_dataset(config, PrototypicalNetwork(filters=8),
+                                               rotated).as_numpy_iterator():
+        images = np.concatenate([inputs["support_images"][0], inputs["query_images"][0]])
+        common = set.intersection(*(lookup[x.tobytes()] for x in images))
+        assert len(common) == 1, common
+        alphabets += common
+    assert len(set(alphabets)) > 1
+
+
+# --- Transfer of the embedding (embedding_from) ------------------------------------------------
+
+def _relation_config(source_dir, **changes):
+    """A 2-episode relation run (filters 8, as TINY's protonet) starting from source_dir."""
+    values = dict(model="relation", model_config={"filters": 8}, embedding_from=str(source_dir),
+                  episodes=2, lr_decay_every=2)
+    return dataclasses.replace(TINY, **{**values, **changes})
+
+
+def test_copy_embedding_copies_the_embedding_and_nothing_else(tiny_run):
+    _, model_dir = tiny_run
+    source = training.model_from_dir(model_dir)
+    target = build_model("relation", {"filters": 8})
+    relation_before = [w.copy() for w in target.relation.get_weights()]
+    assert not all(np.array_equal(a, b) for a, b in
+                   zip(source.embedding.get_weights(), target.embedding.get_weights()))
+    training._copy_embedding(source, target, str(model_dir))
+    assert len(target.embedding.weights) == 24  # 4 blocks x (conv kernel, bias, BN x 4)
+    for a, b in zip(target.embedding.weights, source.embedding.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    for a, b in zip(target.relation.get_weights(), relation_before):
+        np.testing.assert_array_equal(a, b)
+    # The copied conv stack computes what the protonet's does on its first (pooled) blocks.
+    pixels = source.preprocess(_index_images(3))
+    x_source, x_target = pixels, pixels
+    for layer in source.embedding.block_layers[:8]:  # blocks 0 and 1: conv, bn, relu, pool
+        x_source = layer(x_source)
+    for layer in target.embedding.block_layers[:8]:
+        x_target = layer(x_target)
+    np.testing.assert_array_equal(x_target.numpy(), x_source.numpy())
+
+
+def test_copy_embedding_refuses_other_filters_naming_the_shapes(tiny_run):
+    _, model_dir = tiny_run
+    source = training.model_from_dir(model_dir)
+    target = build_model("relation", {"filters": 16})
+    before = [w.copy() for w in target.get_weights()]
+    with pytest.raises(ValueError, match=r"weight shapes .*\(3, 3, 1, 8\).* vs .*\(3, 3, 1, 16\)"):
+        training._copy_embedding(source, target, str(model_dir))
+    for a, b in zip(target.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_embedding_from_starts_a_relation_run_with_the_protonet_embedding(tiny_run,
+                                                                          omniglot_dir,
+                                                                          tmp_path):
+    source_dir = shutil.copytree(tiny_run[1], tmp_path / "source")
+    source = training.model_from_dir(source_dir)
+    config = _relation_config(source_dir, learning_rate=0.0)  # lr 0: the start weights stay
+    model = train(config, tmp_path / "run", omniglot_dir)
+    assert training.read_config(tmp_path / "run") == config
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["embedding_from"] == \
+        str(source_dir)
+    assert int(model.optimizer.iterations.numpy()) == 2  # it did train (with zero steps)
+    for a, b in zip(model.embedding.trainable_weights, source.embedding.trainable_weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    keras.utils.set_random_seed(config.seed)  # what train() does before building
+    fresh = build_model("relation", {"filters": 8})
+    for a, b in zip(model.relation.trainable_weights, fresh.relation.trainable_weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    assert not np.array_equal(fresh.embedding.trainable_weights[0].numpy(),
+                              source.embedding.trainable_weights[0].numpy())
+    # Resuming starts from the checkpoint: the source directory is no longer needed.
+    shutil.rmtree(source_dir)
+    resumed = train(config, tmp_path / "run", omniglot_dir)
+    assert int(resumed.optimizer.iterations.numpy()) == 2
+    for a, b in zip(resumed.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_embedding_from_with_other_filters_is_refused_and_the_retry_works(tiny_run,
+                                                                          omniglot_dir,
+                                                                          tmp_path):
+    _, source_dir = tiny_run
+    wrong = _relation_config(source_dir, model_config={"filters": 16})
+    with pytest.raises(ValueError, match=r"weight shapes .*\(3, 3, 1, 8\).* vs .*\(3, 3, 1, 16\)"):
+        train(wrong, tmp_path / "run", omniglot_dir)
+    assert not (tmp_path / "run" / "config.json").exists()
+    # A failed start must not block the corrected run in the same directory.
+    model = train(_relation_config(source_dir), tmp_path / "run", omniglot_dir)
+    assert int(model.optimizer.iterations.numpy()) == 2
+
+
+def test_missing_init_from_is_refused_before_any_file_is_written(tiny_run, omniglot_dir,
+                                                                  tmp_path):
+    _, source_dir = tiny_run
+    config = dataclasses.replace(TINY, episodes=2, init_from=str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="not a training directory"):
+        train(config, tmp_path / "run", omniglot_dir)
+    assert not (tmp_path / "run" / "config.json").exists()
+    fixed = dataclasses.replace(config, init_from=str(source_dir))
+    model = train(fixed, tmp_path / "run", omniglot_dir)
+    assert int(model.optimizer.iterations.numpy()) == 2
+
+
+def test_init_from_and_embedding_from_are_exclusive(tiny_run, tmp_path):
+    _, source_dir = tiny_run
+    both = _relation_config(source_dir, init_from=str(source_dir))
+    with pytest.raises(ValueError, match="exclusive"):
+        both.validate()
+    with pytest.raises(ValueError, match="exclusive"):
+        training.train(both, tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run").exists()
+    _relation_config(source_dir).validate()  # either one alone is fine
+    dataclasses.replace(TINY, init_from=str(source_dir)).validate()

@@ -3,7 +3,7 @@
 from absl import flags
 
 import keras_fewshot
-from keras_fewshot import training
+from keras_fewshot import training, zoo
 
 flags.DEFINE_string("model", None, "Zoo model name (see keras_fewshot.list_models()).")
 flags.DEFINE_string("model_dir", None, "A training directory (tools/train.py --model_dir).")
@@ -15,3 +15,10 @@ def load_model():
     if flags.FLAGS.model:
         return keras_fewshot.load(flags.FLAGS.model)
     return training.model_from_dir(flags.FLAGS.model_dir)
+
+
+def default_protocol():
+    """The protocol the chosen model is measured by: its zoo entry's, else its split's."""
+    if flags.FLAGS.model:
+        return zoo.get_entry(flags.FLAGS.model).protocol
+    return training.read_config(flags.FLAGS.model_dir).split

@@ -12,7 +12,7 @@ import tempfile
 
 from absl import app, flags
 
-from keras_fewshot import benchmark, export, training, zoo
+from keras_fewshot import benchmark, evaluation, export, training, zoo
 from keras_fewshot.models import build_model
 
 FLAGS = flags.FLAGS
@@ -26,8 +26,10 @@ def main(argv):
     del argv
     print(json.dumps(benchmark.environment()), flush=True)
     for name in FLAGS.model or sorted(zoo.REGISTRY):
-        config = training.read_config(zoo.get_entry(name).directory)
-        data = training.load_data(config, "test", FLAGS.data_dir)
+        entry = zoo.get_entry(name)
+        config = training.read_config(entry.directory)
+        data = training.load_data(config, evaluation.PROTOCOLS[entry.protocol]["subset"],
+                                  FLAGS.data_dir)
         model = build_model(config.model, config.model_config)
         rows = [benchmark.pipeline_episodes_per_s(data, config.ways, config.shots,
                                                   config.queries)]

@@ -44,6 +44,12 @@ flags.DEFINE_float("lr_decay_rate", _DEFAULTS.lr_decay_rate, "Learning-rate deca
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Episode stream seed.")
 flags.DEFINE_string("init_from", _DEFAULTS.init_from, "A training directory whose final "
                     "weights initialise this run (fine-tuning); the optimizer starts fresh.")
+flags.DEFINE_string("embedding_from", _DEFAULTS.embedding_from, "A training directory (or "
+                    "zoo/<name>) whose embedding weights start this run; other layers fresh.")
+flags.DEFINE_bool("rotations", _DEFAULTS.rotations, "Lake split: add each training character "
+                  "rotated by 90/180/270 degrees as new classes.")
+flags.DEFINE_bool("within_alphabet", _DEFAULTS.within_alphabet, "Draw each training "
+                  "episode's classes from a single alphabet (as Lake's test episodes).")
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity (1 progress bar, 2 one line/epoch).")
 
 
@@ -51,12 +57,14 @@ def main(argv):
     del argv
     config = training.TrainConfig(
         model=FLAGS.model, model_config=json.loads(FLAGS.model_config),
-        dataset=FLAGS.dataset, split=FLAGS.split, subset=FLAGS.subset, ways=FLAGS.ways,
-        shots=FLAGS.shots, queries=FLAGS.queries, episodes_per_step=FLAGS.episodes_per_step,
+        dataset=FLAGS.dataset, split=FLAGS.split, subset=FLAGS.subset,
+        rotations=FLAGS.rotations, ways=FLAGS.ways, shots=FLAGS.shots, queries=FLAGS.queries,
+        within_alphabet=FLAGS.within_alphabet, episodes_per_step=FLAGS.episodes_per_step,
         pairs=FLAGS.pairs, distort=FLAGS.distort,
         episodes=FLAGS.episodes, episodes_per_epoch=FLAGS.episodes_per_epoch,
         learning_rate=FLAGS.learning_rate, lr_decay_every=FLAGS.lr_decay_every,
-        lr_decay_rate=FLAGS.lr_decay_rate, seed=FLAGS.seed, init_from=FLAGS.init_from)
+        lr_decay_rate=FLAGS.lr_decay_rate, seed=FLAGS.seed, init_from=FLAGS.init_from,
+        embedding_from=FLAGS.embedding_from)
     training.train(config, FLAGS.model_dir, data_source=FLAGS.data_dir, verbose=FLAGS.verbose)
 
 

@@ -200,15 +200,19 @@ def read_vinyals_classes(subset: str):
 
 
 def load_split(split: str, subset: str, source: str | None = None, image_size: int = 28,
-               tfds_data_dir: str | None = None) -> LabelledImages:
+               tfds_data_dir: str | None = None, rotations: bool = False) -> LabelledImages:
     """Labelled classes of a standard split at model resolution.
 
     split="vinyals", subset in train / val / trainval / test: character x rotation classes.
-    split="lake", subset in background / evaluation: characters (no rotations), grouped by
-    alphabet for within-alphabet episodes.
+    split="lake", subset in background / evaluation: characters grouped by alphabet for
+    within-alphabet episodes; rotations=True adds each character rotated by 90, 180 and 270
+    degrees as three more classes of its alphabet (training augmentation, as in Vinyals).
     """
     source = resolve_source(source)
     if split == "vinyals":
+        if rotations:
+            raise ValueError("The Vinyals split already lists its rotated classes; "
+                             "rotations=True applies to the Lake split only")
         wanted = read_vinyals_classes(subset)
         characters = {}
         for part in PARTS:
@@ -218,5 +222,6 @@ def load_split(split: str, subset: str, source: str | None = None, image_size: i
         if subset not in PARTS:
             raise ValueError(f"Unknown Lake subset {subset!r}; expected one of {PARTS}")
         characters = _characters(subset, source, image_size, tfds_data_dir)
-        return _assemble([(a, n, 0) for a, n in sorted(characters)], characters)
+        angles = (0, 90, 180, 270) if rotations else (0,)
+        return _assemble([(a, n, r) for a, n in sorted(characters) for r in angles], characters)
     raise ValueError(f"Unknown Omniglot split {split!r}; expected 'vinyals' or 'lake'")

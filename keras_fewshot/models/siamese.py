@@ -75,10 +75,12 @@ class SiameseNetwork(EpisodicClassifier):
         support, query = self.embed_episode(self.features, support_images, query_images,
                                             training)
         support, query = support[:, None], query[:, :, None]  # [B, 1, S, D], [B, Q, 1, D]
-        p = tf.sigmoid(self.head(query, support))           # [B, Q, S]
-        onehot = tf.one_hot(support_labels, num_classes, dtype=p.dtype)  # [B, S, N]
-        mean = tf.einsum("bqs,bsn->bqn", p, onehot) / tf.reduce_sum(onehot, 1)[:, None]
-        return tf.math.log(tf.maximum(mean, 1e-30))
+        log_p = tf.math.log_sigmoid(self.head(query, support))  # [B, Q, S], no underflow
+        onehot = tf.one_hot(support_labels, num_classes, dtype=log_p.dtype)  # [B, S, N]
+        # log mean_{i in class n} p_i = logsumexp over the class's shots - log(shots)
+        in_class = log_p[..., None] + tf.math.log(onehot)[:, None]  # [B, Q, S, N]
+        shots = tf.reduce_sum(onehot, 1)[:, None]                  # [B, 1, N]
+        return tf.reduce_logsumexp(in_class, axis=2) - tf.math.log(shots)
 
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size, "filters": self.filters,
