@@ -82,6 +82,28 @@ def test_siamese_l1_head_is_weighted_l1_distance(rng):
     np.testing.assert_allclose(logits, layer(b, a).numpy(), rtol=1e-6)  # symmetric
 
 
+@pytest.mark.parametrize("bias", [0.0, -300.0])
+def test_siamese_class_score_is_log_mean_pair_probability(make_episode, rng, bias):
+    """Koch's few-shot rule with K shots: a class scores the mean p(query, shot) of its shots.
+
+    bias -300 makes every p underflow float32 (e^-300): the ranking must survive in log space.
+    """
+    model = build_model("siamese", {"filters": 8})
+    model.head.bias.assign(bias)
+    episode, _ = make_episode(3, [1, 2, 3], 2, rng)  # uneven shots, 6 queries
+    scores = model(episode).numpy()
+    features = lambda x: model.features(model.preprocess(tf.constant(x))).numpy()
+    support, query = features(episode["support_images"]), features(episode["query_images"])
+    logit = (np.abs(query[:, None] - support[None]) @ model.head.kernel.numpy()
+             + bias).astype(np.float64)                             # [Q, S]
+    log_p = -np.logaddexp(0.0, -logit)                              # log sigmoid, exact
+    for n in range(3):
+        shots = log_p[:, episode["support_labels"] == n]
+        expected = np.logaddexp.reduce(shots, axis=1) - np.log(shots.shape[1])
+        np.testing.assert_allclose(scores[:, n], expected, rtol=1e-4, atol=1e-3)
+    assert np.isfinite(scores).all()
+
+
 def test_relation_network_scores_query_against_summed_class_maps(make_episode, rng):
     model = build_model("relation")
     episode, _ = make_episode(3, [1, 2, 3], 2, rng)  # uneven shots, 6 queries
