@@ -28,7 +28,13 @@ class ZooEntry:
     sha256: str
     protocol: str
     train_command: str
-    evaluate_command: str
+
+    @property
+    def evaluate_command(self) -> str:
+        """Re-makes the card's table (1000 episodes per setting of the entry's protocol)."""
+        return (f"python tools/evaluate.py --model={self.name} "
+                f"--data_dir=../shared/data/omniglot --protocol={self.protocol} "
+                f"--episodes=1000 --output_json=zoo/{self.name}/eval_{self.protocol}.json")
 
     @property
     def directory(self) -> pathlib.Path:
@@ -60,10 +66,19 @@ REGISTRY = {entry.name: entry for entry in [
             "--model=protonet --split=vinyals --subset=trainval --ways=60 --shots=1 "
             "--queries=5 --episodes=2000 --episodes_per_epoch=500 --learning_rate=0.0001 "
             "--lr_decay_every=1000 --lr_decay_rate=0.5 --seed=1"),
-        evaluate_command=(
-            "python tools/evaluate.py --model=protonet_omniglot "
-            "--data_dir=../shared/data/omniglot --protocol=vinyals --episodes=1000 "
-            "--output_json=zoo/protonet_omniglot/eval_vinyals.json"),
+    ),
+    ZooEntry(
+        name="matching_omniglot",
+        description="Matching Network (cosine attention, no FCE), conv4, Omniglot Vinyals "
+                    "split; any N-way K-shot.",
+        sha256="242f6e04a75fad125dfa9151629516eebf7d3d8dc6852b8544511cf564be2bfb",
+        protocol="vinyals",
+        train_command=(
+            "python tools/train.py --model_dir=runs/matching_omniglot "
+            "--data_dir=../shared/data/omniglot --model=matching --model_config='{\"scale\": 30}' "
+            "--embedding_from=zoo/protonet_omniglot --split=vinyals --subset=trainval "
+            "--ways=60 --shots=1 --queries=5 --episodes=500 --episodes_per_epoch=250 "
+            "--learning_rate=1e-4 --lr_decay_every=500 --lr_decay_rate=0.5 --seed=0"),
     ),
 ]}
 
