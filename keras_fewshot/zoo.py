@@ -80,6 +80,19 @@ REGISTRY = {entry.name: entry for entry in [
             "--ways=60 --shots=1 --queries=5 --episodes=500 --episodes_per_epoch=250 "
             "--learning_rate=1e-4 --lr_decay_every=500 --lr_decay_rate=0.5 --seed=0"),
     ),
+    ZooEntry(
+        name="protonet_omniglot_lake",
+        description="Prototypical Network, conv4, trained on Omniglot's 30 background "
+                    "alphabets only; Lake's within-alphabet 20-way 1-shot protocol.",
+        sha256="ae3c6d9fcfaa0fd538d90b78792aa8846ff73679931517fc2762fc76977f4667",
+        protocol="lake",
+        train_command=(
+            "python tools/train.py --model_dir=runs/protonet_omniglot_lake "
+            "--data_dir=../shared/data/omniglot --model=protonet --split=lake "
+            "--subset=background --rotations --within_alphabet --ways=60 --shots=5 "
+            "--queries=5 --episodes=3000 --episodes_per_epoch=250 --learning_rate=0.001 "
+            "--lr_decay_every=1250 --lr_decay_rate=0.5 --seed=0"),
+    ),
 ]}
 
 
