@@ -93,6 +93,19 @@ REGISTRY = {entry.name: entry for entry in [
             "--queries=5 --episodes=3000 --episodes_per_epoch=250 --learning_rate=0.001 "
             "--lr_decay_every=1250 --lr_decay_rate=0.5 --seed=0"),
     ),
+    ZooEntry(
+        name="siamese_omniglot",
+        description="Siamese network (L1 head, pair-trained), conv4, Omniglot Vinyals split; "
+                    "pair scorer and any N-way K-shot.",
+        sha256="19348371311740612e80252cfac2494a0df858be65fc10bf1b4239bc9d023ca5",
+        protocol="vinyals",
+        train_command=(
+            "python tools/train.py --model_dir=runs/siamese_omniglot "
+            "--data_dir=../shared/data/omniglot --model=siamese "
+            "--embedding_from=zoo/protonet_omniglot --split=vinyals --subset=trainval "
+            "--pairs=128 --distort --episodes=2000 --episodes_per_epoch=250 "
+            "--learning_rate=0.0003 --lr_decay_every=1000 --lr_decay_rate=0.5 --seed=0"),
+    ),
 ]}
 
 
