@@ -106,6 +106,19 @@ REGISTRY = {entry.name: entry for entry in [
             "--pairs=128 --distort --episodes=2000 --episodes_per_epoch=250 "
             "--learning_rate=0.0003 --lr_decay_every=1000 --lr_decay_rate=0.5 --seed=0"),
     ),
+    ZooEntry(
+        name="relation_omniglot",
+        description="Relation Network, conv4 feature maps + relation CNN, Omniglot Vinyals "
+                    "split; trained on 1-shot episodes (K > 1 is out of its range).",
+        sha256="a88b7a1d8eebb85ccc9fccf660671260179d90d0e9c1dbfd59ff5ca8f972e0b9",
+        protocol="vinyals",
+        train_command=(
+            "python tools/train.py --model_dir=runs/relation_omniglot "
+            "--data_dir=../shared/data/omniglot --model=relation "
+            "--embedding_from=zoo/protonet_omniglot --split=vinyals --subset=trainval "
+            "--ways=20 --shots=1 --queries=10 --episodes=1500 --episodes_per_epoch=250 "
+            "--learning_rate=0.001 --lr_decay_every=1000 --lr_decay_rate=0.5 --seed=0"),
+    ),
 ]}
 
 
