@@ -119,6 +119,19 @@ REGISTRY = {entry.name: entry for entry in [
             "--ways=20 --shots=1 --queries=10 --episodes=1500 --episodes_per_epoch=250 "
             "--learning_rate=0.001 --lr_decay_every=1000 --lr_decay_rate=0.5 --seed=0"),
     ),
+    ZooEntry(
+        name="relation_omniglot_5shot",
+        description="Relation Network of relation_omniglot fine-tuned on 5-shot episodes "
+                    "(summed class maps), Omniglot Vinyals split; for K = 5.",
+        sha256="7b4433ca5bdd736b69e717a802520214c690933f5705f17c41fac6b08b512981",
+        protocol="vinyals",
+        train_command=(
+            "python tools/train.py --model_dir=runs/relation_omniglot_5shot "
+            "--data_dir=../shared/data/omniglot --model=relation "
+            "--init_from=zoo/relation_omniglot --split=vinyals --subset=trainval "
+            "--ways=20 --shots=5 --queries=10 --episodes=500 --episodes_per_epoch=250 "
+            "--learning_rate=5e-4 --lr_decay_every=500 --lr_decay_rate=0.5 --seed=0"),
+    ),
 ]}
 
 
