@@ -35,7 +35,7 @@ class TrainConfig:
     ways: int = 60
     shots: int = 5
     queries: int = 5
-    within_alphabet: bool = False  # every training episode takes its classes from one alphabet
+    within_alphabet: bool = False  # episodes' classes (pairs: negatives) from one alphabet
     episodes_per_step: int = 1
     pairs: int = 128  # pair-trained models: pairs per step (one "episode" = one batch)
     distort: bool = False  # pair-trained models: Koch et al.'s random affine distortions
@@ -47,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     init_from: str = ""  # a training directory whose final weights start this run
     embedding_from: str = ""  # a training directory whose embedding weights start this run
+    freeze_embedding: bool = False  # train every layer but the embedding (kept in inference mode)
 
     def validate(self):
         """Raises ValueError when the numbers cannot make a run that trains its budget."""
@@ -184,13 +185,14 @@ def _write_config(model_dir: pathlib.Path, config: TrainConfig):
 def training_dataset(config: TrainConfig, model, data, start=0):
     """The stream `model` trains on from element `start`: episodes, or same/different pairs."""
     remaining = config.episodes - start
+    groups = data.groups if config.within_alphabet else None
     if model.training_task == "pairs":
         if config.episodes_per_step != 1:
             raise ValueError("pair-trained models take one batch of pairs per step: set "
                              "episodes_per_step=1 and the batch size with pairs")
-        return pair_dataset(data.images, data.labels, config.pairs, seed=config.seed,
+        return pair_dataset(data.images, data.labels, config.pairs, groups=groups,
+                            seed=config.seed,
                             start=start, num_batches=remaining, distort=config.distort)
-    groups = data.groups if config.within_alphabet else None
     return episode_dataset(data.images, data.labels, config.ways, config.shots,
                            config.queries, groups=groups, seed=config.seed, start=start,
                            num_episodes=remaining, batch_size=config.episodes_per_step)
@@ -210,6 +212,10 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.
             model.set_weights(model_from_dir(config.init_from).get_weights())
         elif config.embedding_from:  # transfer: the embedding only, every other layer fresh
             _copy_embedding(model_from_dir(config.embedding_from), model, config.embedding_from)
+    if config.freeze_embedding:
+        if not hasattr(model, "embedding"):
+            raise ValueError(f"freeze_embedding: {config.model} has no embedding layer")
+        model.embedding.trainable = False
     model_dir.mkdir(parents=True, exist_ok=True)
     _write_config(model_dir, config)  # only once the model, data and start weights work
 

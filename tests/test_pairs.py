@@ -73,3 +73,29 @@ def test_siamese_pair_scorer_and_episode_scores_agree(make_episode, rng):
         p = tf.sigmoid(model(pair)).numpy()
         expected = [np.log(p[s_y == n].mean()) for n in range(3)]  # mean score over shots
         np.testing.assert_allclose(logits[q], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_within_group_negatives_pair_two_classes_of_one_group():
+    labels = np.repeat(np.arange(12), 3)
+    groups = np.array([0, 0, 0, 1, 1, 1, 1, 2, 3, 3, 4, 5])  # classes 7, 10, 11 alone
+    images = _indexed_images(labels)
+    seen = set()
+    for inputs, same in pair_dataset(images, labels, 16, groups=groups, seed=4,
+                                     num_batches=30):
+        first = labels[_index(inputs["first_images"].numpy())]
+        second = labels[_index(inputs["second_images"].numpy())]
+        different = same.numpy() == 0.0
+        assert (first[different] != second[different]).all()
+        np.testing.assert_array_equal(groups[first[different]], groups[second[different]])
+        seen |= set(first[different]) | set(second[different])
+    assert seen == {0, 1, 2, 3, 4, 5, 6, 8, 9}  # every class of a group of >= 2 is used
+
+
+def test_siamese_distance_head_starts_as_a_scaled_negative_l1_distance(rng):
+    model = build_model("siamese", {"head_init": "distance"})
+    a, b = (rng.integers(0, 256, (5, 28, 28, 1), dtype=np.uint8) for _ in range(2))
+    logits = model({"first_images": a, "second_images": b}).numpy()
+    fa, fb = (model.features(model.preprocess(x)).numpy() for x in (a, b))
+    np.testing.assert_allclose(logits, -0.1 * np.abs(fa - fb).sum(-1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="head_init"):
+        build_model("siamese", {"head_init": "zeros"})

@@ -407,3 +407,20 @@ def test_init_from_and_embedding_from_are_exclusive(tiny_run, tmp_path):
     assert not (tmp_path / "run").exists()
     _relation_config(source_dir).validate()  # either one alone is fine
     dataclasses.replace(TINY, init_from=str(source_dir)).validate()
+
+
+def test_freeze_embedding_trains_the_head_only(tiny_run, omniglot_dir, tmp_path):
+    _, source_dir = tiny_run
+    config = dataclasses.replace(_relation_config(source_dir), freeze_embedding=True,
+                                 learning_rate=0.01)
+    model = train(config, tmp_path / "run", omniglot_dir)
+    source = training.model_from_dir(source_dir)
+    for a, b in zip(model.embedding.weights, source.embedding.weights):  # BN stats too
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    keras.utils.set_random_seed(config.seed)
+    fresh = build_model("relation", {"filters": 8})
+    assert any(not np.array_equal(a.numpy(), b.numpy()) for a, b in
+               zip(model.relation.trainable_weights, fresh.relation.trainable_weights))
+    rebuilt = training.model_from_dir(tmp_path / "run")  # the release loads as usual
+    for a, b in zip(rebuilt.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -49,7 +49,10 @@ flags.DEFINE_string("embedding_from", _DEFAULTS.embedding_from, "A training dire
 flags.DEFINE_bool("rotations", _DEFAULTS.rotations, "Lake split: add each training character "
                   "rotated by 90/180/270 degrees as new classes.")
 flags.DEFINE_bool("within_alphabet", _DEFAULTS.within_alphabet, "Draw each training "
-                  "episode's classes from a single alphabet (as Lake's test episodes).")
+                  "episode's classes (pair-trained: each negative pair) from a single alphabet "
+                  "(as Lake's test episodes).")
+flags.DEFINE_bool("freeze_embedding", _DEFAULTS.freeze_embedding, "Train every layer but "
+                  "the embedding (e.g. a head on --embedding_from's features).")
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity (1 progress bar, 2 one line/epoch).")
 
 
@@ -64,7 +67,7 @@ def main(argv):
         episodes=FLAGS.episodes, episodes_per_epoch=FLAGS.episodes_per_epoch,
         learning_rate=FLAGS.learning_rate, lr_decay_every=FLAGS.lr_decay_every,
         lr_decay_rate=FLAGS.lr_decay_rate, seed=FLAGS.seed, init_from=FLAGS.init_from,
-        embedding_from=FLAGS.embedding_from)
+        embedding_from=FLAGS.embedding_from, freeze_embedding=FLAGS.freeze_embedding)
     training.train(config, FLAGS.model_dir, data_source=FLAGS.data_dir, verbose=FLAGS.verbose)
 
 

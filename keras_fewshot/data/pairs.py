@@ -8,6 +8,9 @@ With `distort=True` each image gets the paper's random affine distortion (sec. 4
 rotation in [-10, 10] degrees, shear in [-0.3, 0.3], scale in [0.8, 1.2] (per axis) and
 translation in [-2, 2] pixels at 105x105 (scaled to the image size) applied with
 probability 0.5, filling with white paper.
+
+With `groups` (each class's group, e.g. its alphabet) the two classes of every different
+pair come from one group: harder negatives, as in Lake's within-alphabet test episodes.
 """
 
 import math
@@ -52,14 +55,14 @@ def _affine_distort(images, seed):
     return tf.cast(tf.round(out), tf.uint8)
 
 
-def pair_dataset(images, labels, pairs, *, seed=0, start=0, num_batches=None,
+def pair_dataset(images, labels, pairs, *, groups=None, seed=0, start=0, num_batches=None,
                  distort=False) -> tf.data.Dataset:
     """Batches of same/different pairs from labelled images (uint8 [M, H, W, C])."""
     if pairs < 2 or pairs % 2:
         raise ValueError(f"pairs per batch must be an even number >= 2, got {pairs}")
     images = np.asarray(images)
     # Same pairs need 2 examples of a class; different pairs need 2 classes.
-    spec = EpisodeSpec(labels, ways=2, shots=1, queries=1)
+    spec = EpisodeSpec(labels, ways=2, shots=1, queries=1, groups=groups)
     sorted_images = tf.constant(images[spec.order])
     num_classes, half = len(spec.offsets), pairs // 2
     stop = None if num_batches is None else start + num_batches
@@ -86,9 +89,20 @@ def pair_dataset(images, labels, pairs, *, seed=0, start=0, num_batches=None,
         same_a = offsets + tf.minimum(first, counts - 1)
         same_b = offsets + (tf.minimum(first, counts - 1) + step) % counts
         # Different: two distinct classes, one example each.
-        class_a = tf.random.stateless_uniform([half], seeds[3], 0, num_classes, tf.int64)
-        shift = tf.random.stateless_uniform([half], seeds[4], 1, num_classes, tf.int64)
-        class_b = (class_a + shift) % num_classes
+        if spec.groups is None:
+            class_a = tf.random.stateless_uniform([half], seeds[3], 0, num_classes, tf.int64)
+            shift = tf.random.stateless_uniform([half], seeds[4], 1, num_classes, tf.int64)
+            class_b = (class_a + shift) % num_classes
+        else:  # class_a from a group with >= 2 classes, class_b another class of its group
+            class_group = tf.constant(spec.groups)
+            usable = tf.reduce_any(class_group[:, None] == spec.usable_groups[None], axis=1)
+            scores = tf.random.stateless_uniform([half, num_classes], seeds[3])
+            class_a = tf.argmax(tf.where(usable[None], scores, -1.0), axis=1)
+            same_group = tf.gather(class_group, class_a)[:, None] == class_group[None]
+            others = same_group & (tf.range(num_classes, dtype=tf.int64)[None]
+                                   != class_a[:, None])
+            scores = tf.random.stateless_uniform([half, num_classes], seeds[4])
+            class_b = tf.argmax(tf.where(others, scores, -1.0), axis=1)
         draws = tf.random.stateless_uniform([2, half], seeds[5])
         diff_a, diff_b = example(class_a, draws[0]), example(class_b, draws[1])
         first_idx = tf.concat([same_a, diff_a], 0)

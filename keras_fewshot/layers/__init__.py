@@ -6,4 +6,4 @@ from keras_fewshot.layers.matching import (CosineAttentionClassifier, QueryAtten
 from keras_fewshot.layers.preprocessing import ImagePreprocessing, to_model_pixels
 from keras_fewshot.layers.prototypical import PrototypicalHead, class_means
 from keras_fewshot.layers.relation import RelationModule
-from keras_fewshot.layers.siamese import SiameseL1Head
+from keras_fewshot.layers.siamese import NonPositive, SiameseL1Head

@@ -12,7 +12,8 @@ The pair scorer on its own:
 import keras
 import tensorflow as tf
 
-from keras_fewshot.layers import Conv4Embedding, ImagePreprocessing, SiameseL1Head
+from keras_fewshot.layers import (Conv4Embedding, ImagePreprocessing, NonPositive,
+                                  SiameseL1Head)
 from keras_fewshot.models.episodic import EpisodicClassifier
 
 PAIR_KEYS = ("first_images", "second_images")
@@ -20,15 +21,27 @@ PAIR_KEYS = ("first_images", "second_images")
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
 class SiameseNetwork(EpisodicClassifier):
-    """conv4 twin f (optionally followed by a sigmoid dense layer, as Koch's) + L1 head."""
+    """conv4 twin f (optionally followed by a sigmoid dense layer, as Koch's) + L1 head.
+
+    head_init: "koch" draws the head's weights W from N(0, 0.2), unconstrained, as the
+    paper; "distance" starts them all at -0.1 and keeps them <= 0, so the logit is a learned
+    weighted negative L1 distance plus a threshold, and an embedding trained for distances
+    (`--embedding_from`) ranks by nearest neighbour from the first step.
+    """
 
     training_task = "pairs"
+    HEAD_INITIALIZERS = {"koch": (None, None),
+                         "distance": (keras.initializers.Constant(-0.1), NonPositive())}
 
-    def __init__(self, image_size=28, filters=64, dense_units=0, **kwargs):
+    def __init__(self, image_size=28, filters=64, dense_units=0, head_init="koch", **kwargs):
         super().__init__(**kwargs)
+        if head_init not in self.HEAD_INITIALIZERS:
+            raise ValueError(f"head_init must be one of {sorted(self.HEAD_INITIALIZERS)}, "
+                             f"got {head_init!r}")
         self.image_size = int(image_size)
         self.filters = int(filters)
         self.dense_units = int(dense_units)
+        self.head_init = head_init
         self.preprocess = ImagePreprocessing(self.image_size, name="preprocess")
         self.embedding = Conv4Embedding(self.filters, name="embedding")
         shape = (None, self.image_size, self.image_size, 1)
@@ -39,7 +52,7 @@ class SiameseNetwork(EpisodicClassifier):
             self.dense = keras.layers.Dense(self.dense_units, activation="sigmoid", name="dense")
             self.dense.build(shape)
             shape = self.dense.compute_output_shape(shape)
-        self.head = SiameseL1Head(name="head")
+        self.head = SiameseL1Head(*self.HEAD_INITIALIZERS[head_init], name="head")
         self.head.build(shape, shape)
         self.built = True
 
@@ -84,4 +97,4 @@ class SiameseNetwork(EpisodicClassifier):
 
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size, "filters": self.filters,
-                "dense_units": self.dense_units}
+                "dense_units": self.dense_units, "head_init": self.head_init}
