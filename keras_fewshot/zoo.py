@@ -95,16 +95,35 @@ REGISTRY = {entry.name: entry for entry in [
     ),
     ZooEntry(
         name="siamese_omniglot",
-        description="Siamese network (L1 head, pair-trained), conv4, Omniglot Vinyals split; "
-                    "pair scorer and any N-way K-shot.",
-        sha256="19348371311740612e80252cfac2494a0df858be65fc10bf1b4239bc9d023ca5",
+        description="Siamese network (L1 distance head trained on same/different pairs), "
+                    "conv4 twin from protonet_omniglot, Omniglot Vinyals split; pair scorer "
+                    "and any N-way K-shot.",
+        sha256="f79904a350395be70d981439c9bad04b4084cf94291b0c8d01c802a45ca82ac6",
         protocol="vinyals",
         train_command=(
             "python tools/train.py --model_dir=runs/siamese_omniglot "
             "--data_dir=../shared/data/omniglot --model=siamese "
-            "--embedding_from=zoo/protonet_omniglot --split=vinyals --subset=trainval "
-            "--pairs=128 --distort --episodes=2000 --episodes_per_epoch=250 "
-            "--learning_rate=0.0003 --lr_decay_every=1000 --lr_decay_rate=0.5 --seed=0"),
+            "--model_config='{\"head_init\": \"distance\"}' "
+            "--embedding_from=zoo/protonet_omniglot --freeze_embedding --within_alphabet "
+            "--split=vinyals --subset=trainval --pairs=128 --episodes=500 "
+            "--episodes_per_epoch=250 --learning_rate=0.01 --lr_decay_every=250 "
+            "--lr_decay_rate=0.5 --seed=0"),
+    ),
+    ZooEntry(
+        name="siamese_omniglot_lake",
+        description="Siamese network (L1 distance head trained on same/different pairs), "
+                    "conv4 twin from protonet_omniglot_lake, Omniglot background alphabets "
+                    "only; Lake's within-alphabet 20-way 1-shot protocol.",
+        sha256="bef1422d46bbb50a000b8a226f097ff9d3312d7d3d6ec8b38d8aa57b2d428cbd",
+        protocol="lake",
+        train_command=(
+            "python tools/train.py --model_dir=runs/siamese_omniglot_lake "
+            "--data_dir=../shared/data/omniglot --model=siamese "
+            "--model_config='{\"head_init\": \"distance\"}' "
+            "--embedding_from=zoo/protonet_omniglot_lake --freeze_embedding --within_alphabet "
+            "--split=lake --subset=background --rotations --pairs=128 --episodes=500 "
+            "--episodes_per_epoch=250 --learning_rate=0.01 --lr_decay_every=250 "
+            "--lr_decay_rate=0.5 --seed=0"),
     ),
     ZooEntry(
         name="relation_omniglot",
