@@ -2,13 +2,15 @@
 
 from keras_fewshot.models.episodic import (EPISODE_KEYS, EpisodicClassifier, dummy_episode,
                                            validate_episode)
+from keras_fewshot.models.maml import MAMLClassifier, MAMLRegressor
 from keras_fewshot.models.matching import MatchingNetwork
 from keras_fewshot.models.protonet import PrototypicalNetwork
 from keras_fewshot.models.relation import RelationNetwork
 from keras_fewshot.models.siamese import SiameseNetwork
 
 MODELS = {"protonet": PrototypicalNetwork, "matching": MatchingNetwork,
-          "relation": RelationNetwork, "siamese": SiameseNetwork}
+          "relation": RelationNetwork, "siamese": SiameseNetwork, "maml": MAMLClassifier,
+          "maml_regressor": MAMLRegressor}
 
 
 def build_model(name, config=None):
