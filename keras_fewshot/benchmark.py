@@ -44,6 +44,25 @@ def train_step_ms(model, config, data, repeats=10):
             **_timed(lambda: model.train_on_batch(inputs, labels), repeats)}
 
 
+def meta_step_ms(config, data, repeats=5):
+    """One meta-step (an optimizer step over `config.episodes_per_step` tasks) of the model
+    `config` describes: seconds of the first step (tracing included), then ms per step, and
+    the process's peak memory afterwards (measure one configuration per process)."""
+    keras.utils.set_random_seed(config.seed)
+    model = training.build_model(config.model, config.model_config)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=model.training_loss())
+    inputs, labels = next(iter(training.training_dataset(config, model, data)))
+    start = time.perf_counter()
+    model.train_on_batch(inputs, labels)
+    first = time.perf_counter() - start
+    return {"measure": "meta_step_ms", "model": config.model, **config.model_config,
+            "tasks": config.episodes_per_step,
+            "episode": f"{config.ways}w{config.shots}s{config.queries}q",
+            "first_step_s": round(first, 1),
+            **_timed(lambda: model.train_on_batch(inputs, labels), repeats, warmup=1),
+            "peak_memory_mb": peak_memory_mb()["mb"]}
+
+
 def inference_ms(model, data, ways, shots, queries, repeats=20):
     """A forward pass (training=False) on one episode, inside a tf.function."""
     inputs, _ = _episode(data, ways, shots, queries)

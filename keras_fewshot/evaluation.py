@@ -5,6 +5,9 @@ Protocols:
              settings 5w1s, 5w5s, 20w1s, 20w5s, 15 queries per class.
   "lake":    20-way 1-shot within one alphabet of the 20 evaluation alphabets
              (Lake et al. 2015), 15 queries per class.
+  "sinusoid": regression tasks of the test stream (Finn et al. 2017, sec. 5.1), K = 5
+             support points, 100 query points; mean-squared error after 1, 5 and 10 inner
+             steps (models that adapt, such as MAMLRegressor).
 """
 
 import math
@@ -13,13 +16,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_fewshot.data import episode_dataset, load_split
+from keras_fewshot.data import episode_dataset, load_split, sinusoid_tasks
+from keras_fewshot.data.sinusoid import X_RANGE, sinusoid, sinusoid_parameters, sinusoid_task
 
 PROTOCOLS = {
     "vinyals": {"split": "vinyals", "subset": "test", "within_group": False,
                 "settings": ((5, 1), (5, 5), (20, 1), (20, 5))},
     "lake": {"split": "lake", "subset": "evaluation", "within_group": True,
              "settings": ((20, 1),)},
+    "sinusoid": {"settings": ((5,),), "queries": 100, "inner_steps": (1, 5, 10)},
 }
 
 
@@ -49,19 +54,40 @@ def episode_accuracies(model, dataset, episodes, verbose=1):
     return np.concatenate(values)
 
 
-def evaluate(model, protocol="vinyals", episodes=1000, queries=15, seed=0, data_source=None,
+def default_settings(model, protocol):
+    """The protocol's settings the model can do: a fixed-N model only its own N."""
+    settings = PROTOCOLS[protocol]["settings"]
+    ways = getattr(model, "fixed_ways", None)
+    if ways is None or protocol == "sinusoid":
+        return settings
+    own = tuple(s for s in settings if s[0] == ways)
+    if not own:
+        raise ValueError(f"The model classifies exactly {ways} classes, and the {protocol} "
+                         f"protocol has no {ways}-way setting; give settings explicitly")
+    return own
+
+
+def evaluate(model, protocol="vinyals", episodes=1000, queries=None, seed=0, data_source=None,
              image_size=28, settings=None, episodes_per_batch=10, verbose=1):
     """Rows {"protocol", "ways", "shots", "queries", "episodes", "accuracy", "ci95"}.
 
     Accuracy and ci95 are fractions. Episodes are a function of `seed` alone, so the same
-    call gives the same episodes on any machine.
+    call gives the same episodes on any machine. Settings default to those of the protocol
+    that the model can do; queries to 15 per class. The "sinusoid" protocol gives
+    `evaluate_sinusoid`'s rows (settings are (K,) tuples, `episodes` counts tasks).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; expected one of {sorted(PROTOCOLS)}")
     spec = PROTOCOLS[protocol]
+    if protocol == "sinusoid":
+        return [row for (shots,) in settings or spec["settings"]
+                for row in evaluate_sinusoid(model, tasks=episodes, shots=shots,
+                                             queries=queries or spec["queries"], seed=seed,
+                                             inner_steps=spec["inner_steps"])]
+    queries = queries or 15
     data = load_split(spec["split"], spec["subset"], source=data_source, image_size=image_size)
     rows = []
-    for ways, shots in settings or spec["settings"]:
+    for ways, shots in settings or default_settings(model, protocol):
         batch = math.gcd(episodes, episodes_per_batch)
         dataset = episode_dataset(
             data.images, data.labels, ways, shots, queries,
@@ -75,8 +101,53 @@ def evaluate(model, protocol="vinyals", episodes=1000, queries=15, seed=0, data_
     return rows
 
 
+def evaluate_sinusoid(model, tasks=1000, shots=5, queries=100, inner_steps=(1, 5, 10), seed=0,
+                      tasks_per_batch=100):
+    """Rows {"protocol", "shots", "queries", "tasks", "inner_steps", "mse", "ci95"}: the mean
+    over test-stream tasks of the query mean-squared error after `inner_steps` steps of
+    adaptation on the K = `shots` support points (`model(inputs, inner_steps=s)`)."""
+    batch = math.gcd(tasks, tasks_per_batch)
+    dataset = sinusoid_tasks(shots, queries, seed=seed, stream="test", num_tasks=tasks,
+                             batch_size=batch)
+    predict = tf.function(lambda inputs, steps: model(inputs, inner_steps=steps),
+                          reduce_retracing=True)
+    errors = {steps: [] for steps in inner_steps}
+    for inputs, query_y in dataset:
+        for steps in inner_steps:
+            predictions = predict(inputs, steps)
+            errors[steps].append(tf.reduce_mean(tf.square(predictions - query_y), [1, 2]))
+    rows = []
+    for steps in inner_steps:
+        mse, ci95 = mean_and_ci95(np.concatenate(errors[steps]))
+        rows.append({"protocol": "sinusoid", "shots": shots, "queries": queries,
+                     "tasks": tasks, "inner_steps": steps, "mse": mse, "ci95": ci95})
+    return rows
+
+
+def sinusoid_curves(model, count=3, shots=5, inner_steps=(0, 1, 10), seed=0, points=200):
+    """Adapted curves for a plot: test-stream tasks 0..count-1, numpy arrays
+    {"x" [P], "truth" [count, P], "support_x"/"support_y" [count, K],
+     "predictions" {steps: [count, P]}}."""
+    x = np.linspace(*X_RANGE, points, dtype=np.float32)
+    tasks = [sinusoid_task(seed, i, shots, 1, stream="test") for i in range(count)]
+    inputs = {"support_x": tf.stack([t[0]["support_x"] for t in tasks]),
+              "support_y": tf.stack([t[0]["support_y"] for t in tasks]),
+              "query_x": tf.tile(x[None, :, None], [count, 1, 1])}
+    truth = [sinusoid(x, *sinusoid_parameters(seed, i, "test")) for i in range(count)]
+    return {"x": x, "truth": np.stack([t.numpy() for t in truth]),
+            "support_x": inputs["support_x"].numpy()[..., 0],
+            "support_y": inputs["support_y"].numpy()[..., 0],
+            "predictions": {steps: model(inputs, inner_steps=steps).numpy()[..., 0]
+                            for steps in inner_steps}}
+
+
 def markdown_table(rows):
-    """The accuracy table as Markdown (percent, 95% CI)."""
+    """The accuracy (or, for regression rows, mean-squared error) table as Markdown."""
+    if rows and "mse" in rows[0]:
+        lines = ["| protocol | K | inner steps | tasks | MSE | 95% CI |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['protocol']} | {r['shots']} | {r['inner_steps']} | {r['tasks']} "
+                  f"| {r['mse']:.3f} | ± {r['ci95']:.3f} |" for r in rows]
+        return "\n".join(lines)
     lines = ["| protocol | setting | episodes | accuracy (%) | 95% CI |",
              "|---|---|---|---|---|"]
     for r in rows:

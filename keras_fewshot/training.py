@@ -16,10 +16,11 @@ import pathlib
 
 import keras
 
-from keras_fewshot.data import episode_dataset, load_split, pair_dataset
+from keras_fewshot.data import episode_dataset, load_split, pair_dataset, sinusoid_tasks
 from keras_fewshot.models import build_model
 
 CONFIG_FILE = "config.json"
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
 WEIGHTS_FILE = "model.weights.h5"
 
 
@@ -28,7 +29,7 @@ class TrainConfig:
     """Everything that defines a training run (not where the data lives)."""
     model: str = "protonet"
     model_config: dict = dataclasses.field(default_factory=dict)
-    dataset: str = "omniglot"
+    dataset: str = "omniglot"  # or "sinusoid": regression tasks (shots/queries = K/Q points)
     split: str = "vinyals"
     subset: str = "trainval"
     rotations: bool = False  # Lake split: rotated characters as extra training classes
@@ -41,6 +42,7 @@ class TrainConfig:
     distort: bool = False  # pair-trained models: Koch et al.'s random affine distortions
     episodes: int = 10000
     episodes_per_epoch: int = 500
+    optimizer: str = "adam"  # "adam", or "sgd" (Reptile's outer update with lr epsilon)
     learning_rate: float = 1e-3
     lr_decay_every: int = 2000
     lr_decay_rate: float = 0.5
@@ -61,6 +63,9 @@ class TrainConfig:
             raise ValueError("episodes must be a multiple of episodes_per_epoch")
         if self.lr_decay_every % self.episodes_per_step:
             raise ValueError("lr_decay_every must be a multiple of episodes_per_step")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got "
+                             f"{self.optimizer!r}")
         if self.init_from and self.embedding_from:
             raise ValueError("init_from and embedding_from are exclusive: init_from already "
                              "starts every weight, the embedding's included")
@@ -104,9 +109,11 @@ def model_from_dir(model_dir) -> keras.Model:
 
 def load_data(config: TrainConfig, subset: str, source=None):
     """`subset` of the run's split at the model's resolution; the rotation augmentation
-    applies to the training subset only."""
+    applies to the training subset only. None for generated tasks (sinusoid)."""
+    if config.dataset == "sinusoid":
+        return None
     if config.dataset != "omniglot":
-        raise ValueError(f"Unknown dataset {config.dataset!r}; expected 'omniglot'")
+        raise ValueError(f"Unknown dataset {config.dataset!r}; expected 'omniglot' or 'sinusoid'")
     return load_split(config.split, subset, source=source, image_size=config.image_size,
                       rotations=config.rotations and subset == config.subset)
 
@@ -185,6 +192,12 @@ def _write_config(model_dir: pathlib.Path, config: TrainConfig):
 def training_dataset(config: TrainConfig, model, data, start=0):
     """The stream `model` trains on from element `start`: episodes, or same/different pairs."""
     remaining = config.episodes - start
+    if (config.dataset == "sinusoid") != (model.training_task == "regression_tasks"):
+        raise ValueError(f"{config.model} trains on {model.training_task}; dataset "
+                         f"{config.dataset!r} does not provide them")
+    if config.dataset == "sinusoid":
+        return sinusoid_tasks(config.shots, config.queries, seed=config.seed, start=start,
+                              num_tasks=remaining, batch_size=config.episodes_per_step)
     groups = data.groups if config.within_alphabet else None
     if model.training_task == "pairs":
         if config.episodes_per_step != 1:
@@ -205,6 +218,9 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.
     _check_resumable(model_dir, config)
     keras.utils.set_random_seed(config.seed)  # initial weights
     model = build_model(config.model, config.model_config)
+    if getattr(model, "fixed_ways", None) not in (None, config.ways):
+        raise ValueError(f"{config.model} classifies exactly {model.fixed_ways} classes but "
+                         f"the episodes are {config.ways}-way: set ways in --model_config too")
     data = load_data(config, config.subset, data_source)
     checkpoints = Checkpoints(model_dir / "checkpoints")
     if not checkpoints.latest():  # a fresh run's start weights, checked before any file
@@ -222,7 +238,7 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.
     schedule = keras.optimizers.schedules.ExponentialDecay(
         config.learning_rate, decay_steps=config.lr_decay_every // config.episodes_per_step,
         decay_rate=config.lr_decay_rate, staircase=True)
-    optimizer = keras.optimizers.Adam(schedule)
+    optimizer = OPTIMIZERS[config.optimizer](schedule)
     optimizer.build(model.trainable_variables)
     model.compile(optimizer=optimizer,
                   loss=model.training_loss(), metrics=model.training_metrics())

@@ -107,8 +107,8 @@ def test_dummy_episode_and_registry():
     model = build_model("protonet", {"filters": 8})
     assert isinstance(model, PrototypicalNetwork) and model.filters == 8
     assert model(episode).shape == (4, 3)
-    with pytest.raises(ValueError, match="Unknown model 'maml'.*protonet"):
-        build_model("maml")
+    with pytest.raises(ValueError, match="Unknown model 'nope'.*protonet"):
+        build_model("nope")
 
 
 # Each case: a change to a valid 3-way 2-shot 2-query episode, and the error message.

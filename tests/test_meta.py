@@ -328,3 +328,14 @@ def test_meta_layer_config_round_trip():
             k: v for k, v in layer.get_config().items() if k != "learner"}
         assert [tuple(w.shape) for w in clone.weights] == [tuple(w.shape)
                                                           for w in layer.weights]
+
+
+def test_evaluation_defaults_to_the_settings_a_fixed_n_model_can_do():
+    from keras_fewshot import evaluation
+    from keras_fewshot.models import PrototypicalNetwork
+    five_way = tiny_classifier(ways=5)
+    assert evaluation.default_settings(five_way, "vinyals") == ((5, 1), (5, 5))
+    assert evaluation.default_settings(PrototypicalNetwork(filters=4), "vinyals") == (
+        evaluation.PROTOCOLS["vinyals"]["settings"])
+    with pytest.raises(ValueError, match="exactly 5 classes.*no 5-way setting"):
+        evaluation.default_settings(five_way, "lake")

@@ -73,3 +73,24 @@ def test_benchmark_tool_prints_one_json_line_per_measurement(run_python, omniglo
     for row in rows:
         if "ms_median" in row:
             assert row["ms_median"] > 0 and row["repeats"] >= 1
+
+
+def test_meta_flags_train_and_evaluate_a_sinusoid_regressor(run_python, tmp_path):
+    model_dir = tmp_path / "sinusoid"
+    proc = run_python(TOOLS_DIR / "train.py", f"--model_dir={model_dir}",
+                      "--model=maml_regressor", "--dataset=sinusoid", "--shots=5",
+                      "--queries=5", "--episodes_per_step=4", "--episodes=8",
+                      "--episodes_per_epoch=8", "--inner_learning_rate=0.02", "--inner_steps=2",
+                      "--test_inner_steps=3", "--first_order", "--optimizer=sgd", "--verbose=2")
+    assert "Training maml_regressor" in proc.stdout + proc.stderr
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["model_config"] == {"inner_learning_rate": 0.02, "train_inner_steps": 2,
+                                      "test_inner_steps": 3, "first_order": True}
+    assert (config["dataset"], config["optimizer"]) == ("sinusoid", "sgd")
+    proc = run_python(TOOLS_DIR / "evaluate.py", f"--model_dir={model_dir}", "--episodes=10",
+                      f"--output_json={tmp_path / 'rows.json'}", f"--plot={tmp_path / 'a.png'}")
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [(r["protocol"], r["inner_steps"], r["tasks"]) for r in rows] == [
+        ("sinusoid", 1, 10), ("sinusoid", 5, 10), ("sinusoid", 10, 10)]
+    assert "| sinusoid | 5 | 10 | 10 |" in proc.stdout
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"

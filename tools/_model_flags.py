@@ -21,4 +21,5 @@ def default_protocol():
     """The protocol the chosen model is measured by: its zoo entry's, else its split's."""
     if flags.FLAGS.model:
         return zoo.get_entry(flags.FLAGS.model).protocol
-    return training.read_config(flags.FLAGS.model_dir).split
+    config = training.read_config(flags.FLAGS.model_dir)
+    return "sinusoid" if config.dataset == "sinusoid" else config.split

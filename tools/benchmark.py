@@ -5,6 +5,15 @@
 Measures ms per training episode (the model's training episode shape), ms per inference
 episode (5-way 1-shot and 20-way 5-shot, 15 queries), ms per serving request (5-way 1-shot,
 1 query, through the exported SavedModel), the input pipeline's episodes/s, and peak memory.
+Fixed-N models (MAML family) are measured on their own N instead of 20-way.
+
+With --meta_config (a TrainConfig as JSON; one per process for a clean peak memory) it
+measures one meta-step of that configuration instead, e.g. second-order MAML, 32 tasks of
+5-way 1-shot 5-query:
+
+    python tools/benchmark.py --data_dir=../shared/data/omniglot --meta_config='{"model": \
+        "maml", "model_config": {"train_inner_steps": 1}, "ways": 5, "shots": 1, \
+        "queries": 5, "episodes_per_step": 32}'
 """
 
 import json
@@ -20,11 +29,18 @@ flags.DEFINE_multi_string("model", None, "Zoo models to measure (default: all)."
 flags.DEFINE_string("data_dir", None, "Omniglot archives or folders; default "
                     "$KERAS_FEWSHOT_OMNIGLOT_DIR, else TFDS.")
 flags.DEFINE_integer("repeats", 10, "Timed repetitions per measurement.")
+flags.DEFINE_string("meta_config", None, "Measure one meta-step of this TrainConfig (JSON) "
+                    "instead of the zoo models.")
 
 
 def main(argv):
     del argv
     print(json.dumps(benchmark.environment()), flush=True)
+    if FLAGS.meta_config:
+        config = training.TrainConfig.from_dict(json.loads(FLAGS.meta_config))
+        data = training.load_data(config, config.subset, FLAGS.data_dir)
+        print(json.dumps(benchmark.meta_step_ms(config, data, FLAGS.repeats)), flush=True)
+        return
     for name in FLAGS.model or sorted(zoo.REGISTRY):
         entry = zoo.get_entry(name)
         config = training.read_config(entry.directory)
@@ -34,7 +50,7 @@ def main(argv):
         model = build_model(config.model, config.model_config)
         rows = [benchmark.pipeline_episodes_per_s(train_data, config.ways, config.shots,
                                                   config.queries)]
-        for ways, shots in ((5, 1), (20, 5)):
+        for ways, shots in ((5, 1), (getattr(model, "fixed_ways", None) or 20, 5)):
             rows.append(benchmark.inference_ms(model, data, ways, shots, 15, FLAGS.repeats))
         with tempfile.TemporaryDirectory() as tmp:
             path = export.export_saved_model(model, f"{tmp}/model")

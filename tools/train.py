@@ -5,6 +5,10 @@
 
 Writes config.json, checkpoints/, history.csv, logs/ (TensorBoard) and model.weights.h5 in
 --model_dir (see keras_fewshot.training).
+
+MAML-family models (--model=maml, maml_regressor) take their meta-learning arguments from
+--model_config or from the flags --inner_learning_rate, --inner_steps, --test_inner_steps and
+--first_order, which are written into model_config (and so into config.json).
 """
 
 import json
@@ -21,7 +25,8 @@ flags.DEFINE_string("data_dir", None, "Omniglot archives or folders; default "
                     "$KERAS_FEWSHOT_OMNIGLOT_DIR, else TFDS.")
 flags.DEFINE_string("model", _DEFAULTS.model, "Model name (keras_fewshot.models.MODELS).")
 flags.DEFINE_string("model_config", "{}", "JSON constructor arguments of the model.")
-flags.DEFINE_string("dataset", _DEFAULTS.dataset, "Dataset.")
+flags.DEFINE_string("dataset", _DEFAULTS.dataset, "Dataset: omniglot, or sinusoid "
+                    "(regression tasks: --shots/--queries are K/Q points per task).")
 flags.DEFINE_enum("split", _DEFAULTS.split, ["vinyals", "lake"], "Class split.")
 flags.DEFINE_string("subset", _DEFAULTS.subset,
                     "Training subset: train/val/trainval (vinyals) or background (lake).")
@@ -37,7 +42,9 @@ flags.DEFINE_bool("distort", _DEFAULTS.distort, "Pair-trained models: random aff
 flags.DEFINE_integer("episodes", _DEFAULTS.episodes, "Total training episodes.")
 flags.DEFINE_integer("episodes_per_epoch", _DEFAULTS.episodes_per_epoch,
                      "Episodes between checkpoints and log lines.")
-flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Initial Adam learning rate.")
+flags.DEFINE_enum("optimizer", _DEFAULTS.optimizer, ["adam", "sgd"], "Outer optimizer (sgd "
+                  "with learning rate epsilon is Reptile's update).")
+flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Initial learning rate.")
 flags.DEFINE_integer("lr_decay_every", _DEFAULTS.lr_decay_every,
                      "Multiply the learning rate by --lr_decay_rate every this many episodes.")
 flags.DEFINE_float("lr_decay_rate", _DEFAULTS.lr_decay_rate, "Learning-rate decay factor.")
@@ -53,19 +60,34 @@ flags.DEFINE_bool("within_alphabet", _DEFAULTS.within_alphabet, "Draw each train
                   "(as Lake's test episodes).")
 flags.DEFINE_bool("freeze_embedding", _DEFAULTS.freeze_embedding, "Train every layer but "
                   "the embedding (e.g. a head on --embedding_from's features).")
+# Meta-learning arguments of MAML-family models, merged into --model_config.
+META_FLAGS = {"inner_learning_rate": "inner_learning_rate", "inner_steps": "train_inner_steps",
+              "test_inner_steps": "test_inner_steps", "first_order": "first_order"}
+flags.DEFINE_float("inner_learning_rate", None, "MAML family: inner-loop learning rate alpha.")
+flags.DEFINE_integer("inner_steps", None, "MAML family: inner steps while meta-training.")
+flags.DEFINE_integer("test_inner_steps", None, "MAML family: inner steps at evaluation.")
+flags.DEFINE_bool("first_order", None, "MAML: drop the second-order terms (first-order MAML).")
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity (1 progress bar, 2 one line/epoch).")
 
 
 def main(argv):
     del argv
+    model_config = json.loads(FLAGS.model_config)
+    for flag, key in META_FLAGS.items():
+        value = getattr(FLAGS, flag)
+        if value is not None:
+            if key in model_config and model_config[key] != value:
+                raise app.UsageError(f"--{flag}={value} contradicts --model_config {key}")
+            model_config[key] = value
     config = training.TrainConfig(
-        model=FLAGS.model, model_config=json.loads(FLAGS.model_config),
+        model=FLAGS.model, model_config=model_config,
         dataset=FLAGS.dataset, split=FLAGS.split, subset=FLAGS.subset,
         rotations=FLAGS.rotations, ways=FLAGS.ways, shots=FLAGS.shots, queries=FLAGS.queries,
         within_alphabet=FLAGS.within_alphabet, episodes_per_step=FLAGS.episodes_per_step,
         pairs=FLAGS.pairs, distort=FLAGS.distort,
         episodes=FLAGS.episodes, episodes_per_epoch=FLAGS.episodes_per_epoch,
-        learning_rate=FLAGS.learning_rate, lr_decay_every=FLAGS.lr_decay_every,
+        optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate,
+        lr_decay_every=FLAGS.lr_decay_every,
         lr_decay_rate=FLAGS.lr_decay_rate, seed=FLAGS.seed, init_from=FLAGS.init_from,
         embedding_from=FLAGS.embedding_from, freeze_embedding=FLAGS.freeze_embedding)
     training.train(config, FLAGS.model_dir, data_source=FLAGS.data_dir, verbose=FLAGS.verbose)

@@ -3,3 +3,4 @@
 from keras_fewshot.data.episodes import episode_dataset
 from keras_fewshot.data.pairs import pair_dataset
 from keras_fewshot.data.omniglot import LabelledImages, load_examples, load_split
+from keras_fewshot.data.sinusoid import sinusoid_tasks

@@ -6,8 +6,11 @@ on them through `Model.stateless_call`, and `adapt` takes gradient steps on them
 `tf.GradientTape` per step. Under an outer tape the inner gradients are themselves
 differentiated (second-order MAML); `first_order=True` stops them (first-order MAML).
 
-A batch of tasks is mapped with `tf.map_fn` (a while loop), so the traced graph and the trace
-time do not grow with the number of tasks; the inner steps are unrolled (a few, as in MAML).
+A batch of tasks is mapped with `tf.map_fn` (a while loop) or, with `vectorize_tasks=True`,
+`tf.vectorized_map` (one batched graph: faster for dense learners, much slower for
+convolutions, whose per-task weight gradients it cannot batch). Either way the traced graph
+and the trace time do not grow with the number of tasks; the inner steps are unrolled (a
+few, as in MAML).
 
 Batch norm follows the MAML reference code: the learner is always called with
 `training=True`, so batch norm uses the statistics of the batch it sees -- the support set in
@@ -46,7 +49,8 @@ class MAML(keras.layers.Layer):
     interpolates = False  # Reptile's outer update is not the gradient of a query loss
 
     def __init__(self, learner, loss="cross_entropy", inner_learning_rate=0.4,
-                 train_inner_steps=1, test_inner_steps=3, first_order=False, **kwargs):
+                 train_inner_steps=1, test_inner_steps=3, first_order=False,
+                 vectorize_tasks=False, **kwargs):
         super().__init__(**kwargs)
         if not learner.built:
             raise ValueError("MAML wraps a built Keras model: build the learner (e.g. call it "
@@ -63,9 +67,16 @@ class MAML(keras.layers.Layer):
         self.train_inner_steps = int(train_inner_steps)
         self.test_inner_steps = int(test_inner_steps)
         self.first_order = bool(first_order)
+        self.vectorize_tasks = bool(vectorize_tasks)
         self.built = True
 
     # --- the functional learner: reusable by any algorithm that updates weights itself ---
+
+    def map_tasks(self, fn, tasks, output_signature):
+        """fn over the leading (task) axis of `tasks`, in one graph whatever the count."""
+        if self.vectorize_tasks:
+            return tf.vectorized_map(fn, tasks)
+        return tf.map_fn(fn, tasks, fn_output_signature=output_signature)
 
     def initial_weights(self):
         """theta: the learner's trainable variables read as tensors (recorded by a tape)."""
@@ -111,15 +122,16 @@ class MAML(keras.layers.Layer):
             adapted, _ = self.adapt(params, task_support_x, task_support_y, steps, rates)
             return self.forward(adapted, task_query_x)
 
-        return tf.map_fn(one_task, (support_x, support_y, query_x),
-                         fn_output_signature=tf.as_dtype(self.learner.compute_dtype))
+        return self.map_tasks(one_task, (support_x, support_y, query_x),
+                              tf.as_dtype(self.learner.compute_dtype))
 
     def get_config(self):
         return {**super().get_config(),
                 "learner": keras.saving.serialize_keras_object(self.learner),
                 "loss": self.loss, "inner_learning_rate": self.inner_learning_rate,
                 "train_inner_steps": self.train_inner_steps,
-                "test_inner_steps": self.test_inner_steps, "first_order": self.first_order}
+                "test_inner_steps": self.test_inner_steps, "first_order": self.first_order,
+                "vectorize_tasks": self.vectorize_tasks}
 
     @classmethod
     def from_config(cls, config):
@@ -173,7 +185,7 @@ class Reptile(MAML):
 
         signature = ([tf.TensorSpec(p.shape, p.dtype) for p in params],
                      tf.as_dtype(self.learner.compute_dtype))
-        adapted, outputs = tf.map_fn(one_task, (x, y), fn_output_signature=signature)
+        adapted, outputs = self.map_tasks(one_task, (x, y), signature)
         return [p - tf.reduce_mean(phi, axis=0) for p, phi in zip(params, adapted)], outputs
 
 

@@ -107,7 +107,8 @@ class MAMLRegressor(MetaTrainStep, keras.Model):
         self.meta = meta_layer(learner, algorithm, "mse",
                                inner_learning_rate=inner_learning_rate,
                                train_inner_steps=train_inner_steps,
-                               test_inner_steps=test_inner_steps, first_order=first_order)
+                               test_inner_steps=test_inner_steps, first_order=first_order,
+                               vectorize_tasks=True)
         self.built = True
 
     def training_loss(self):
