@@ -31,10 +31,13 @@ class ZooEntry:
 
     @property
     def evaluate_command(self) -> str:
-        """Re-makes the card's table (1000 episodes per setting of the entry's protocol)."""
-        return (f"python tools/evaluate.py --model={self.name} "
-                f"--data_dir=../shared/data/omniglot --protocol={self.protocol} "
-                f"--episodes=1000 --output_json=zoo/{self.name}/eval_{self.protocol}.json")
+        """Re-makes the card's table (1000 episodes, or sinusoid tasks, per setting of the
+        entry's protocol; sinusoid also re-draws the card's plot)."""
+        data = ("--plot=zoo/{}/adaptation.png".format(self.name) if self.protocol == "sinusoid"
+                else "--data_dir=../shared/data/omniglot")
+        return (f"python tools/evaluate.py --model={self.name} {data} "
+                f"--protocol={self.protocol} --episodes=1000 "
+                f"--output_json=zoo/{self.name}/eval_{self.protocol}.json")
 
     @property
     def directory(self) -> pathlib.Path:
@@ -150,6 +153,32 @@ REGISTRY = {entry.name: entry for entry in [
             "--init_from=zoo/relation_omniglot --split=vinyals --subset=trainval "
             "--ways=20 --shots=5 --queries=10 --episodes=500 --episodes_per_epoch=250 "
             "--learning_rate=5e-4 --lr_decay_every=500 --lr_decay_rate=0.5 --seed=0"),
+    ),
+    ZooEntry(
+        name="maml_sinusoid",
+        description="MAML (second order, 1 inner step) around an MLP 40-40: sinusoid "
+                    "regression from K = 5 points.",
+        sha256="04ff012469853fa572aaf3fcb269d5091b052226298af9e2fd7573d74bed2901",
+        protocol="sinusoid",
+        train_command=(
+            "python tools/train.py --model_dir=runs/maml_sinusoid --model=maml_regressor "
+            "--dataset=sinusoid --shots=5 --queries=10 --episodes_per_step=25 "
+            "--episodes=1000000 --episodes_per_epoch=25000 --learning_rate=0.001 "
+            "--lr_decay_every=1000000 --lr_decay_rate=1.0 --inner_learning_rate=0.01 "
+            "--inner_steps=1 --test_inner_steps=10 --seed=0"),
+    ),
+    ZooEntry(
+        name="pretrained_sinusoid",
+        description="MLP 40-40 pretrained on mixed sinusoid tasks (MAML's baseline), "
+                    "fine-tuned at test by the same inner steps.",
+        sha256="ecabb8df6cec540a9ec3af1c7c3bccb902aa07ae1c340fe6a31a8ede377d077a",
+        protocol="sinusoid",
+        train_command=(
+            "python tools/train.py --model_dir=runs/pretrained_sinusoid "
+            "--model=maml_regressor --dataset=sinusoid --shots=5 --queries=10 "
+            "--episodes_per_step=25 --episodes=250000 --episodes_per_epoch=25000 "
+            "--learning_rate=0.001 --lr_decay_every=1000000 --lr_decay_rate=1.0 "
+            "--inner_learning_rate=0.01 --inner_steps=0 --test_inner_steps=10 --seed=0"),
     ),
 ]}
 
