@@ -6,6 +6,9 @@
              [Q, H, W, C] (any S, Q, H, W; C = 1 or 3)
     outputs: probabilities float32 [Q, N], classes int32 [Q]
 
+For the MAML family this is "adapt and predict": the inner loop on the support set runs
+inside the SavedModel (its gradients are part of the graph), then the queries are scored.
+
 The directory is written next to its destination and renamed into place, so an interrupted
 export never leaves a directory that looks like a model.
 """

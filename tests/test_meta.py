@@ -339,3 +339,13 @@ def test_evaluation_defaults_to_the_settings_a_fixed_n_model_can_do():
         evaluation.PROTOCOLS["vinyals"]["settings"])
     with pytest.raises(ValueError, match="exactly 5 classes.*no 5-way setting"):
         evaluation.default_settings(five_way, "lake")
+
+
+def test_meta_step_benchmark_row():
+    from keras_fewshot import benchmark, training
+    config = training.TrainConfig(model="maml_regressor", dataset="sinusoid", shots=5,
+                                  queries=5, episodes_per_step=4,
+                                  model_config={"hidden_units": [8], "train_inner_steps": 2})
+    row = benchmark.meta_step_ms(config, None, repeats=2)
+    assert (row["measure"], row["tasks"], row["train_inner_steps"]) == ("meta_step_ms", 4, 2)
+    assert row["first_step_s"] >= 0 and row["ms_median"] > 0 and row["peak_memory_mb"] > 0
