@@ -57,7 +57,9 @@ def meta_step_ms(config, data, repeats=5):
     first = time.perf_counter() - start
     return {"measure": "meta_step_ms", "model": config.model, **config.model_config,
             "tasks": config.episodes_per_step,
-            "episode": f"{config.ways}w{config.shots}s{config.queries}q",
+            "episode": (f"{config.shots} support + {config.queries} query points"
+                        if config.dataset == "sinusoid"
+                        else f"{config.ways}w{config.shots}s{config.queries}q"),
             "first_step_s": round(first, 1),
             **_timed(lambda: model.train_on_batch(inputs, labels), repeats, warmup=1),
             "peak_memory_mb": peak_memory_mb()["mb"]}

@@ -94,3 +94,12 @@ def test_meta_flags_train_and_evaluate_a_sinusoid_regressor(run_python, tmp_path
         ("sinusoid", 1, 10), ("sinusoid", 5, 10), ("sinusoid", 10, 10)]
     assert "| sinusoid | 5 | 10 | 10 |" in proc.stdout
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_benchmark_tool_times_a_regression_zoo_model_by_its_meta_step(run_python):
+    proc = run_python(TOOLS_DIR / "benchmark.py", "--model=maml_sinusoid", "--repeats=1")
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    (row,) = [r for r in rows if r["measure"] == "meta_step_ms"]
+    assert (row["model"], row["tasks"]) == ("maml_sinusoid", 25)
+    assert row["episode"] == "5 support + 10 query points"
+    assert row["ms_median"] > 0 and row["peak_memory_mb"] > 0

@@ -5,7 +5,8 @@
 Measures ms per training episode (the model's training episode shape), ms per inference
 episode (5-way 1-shot and 20-way 5-shot, 15 queries), ms per serving request (5-way 1-shot,
 1 query, through the exported SavedModel), the input pipeline's episodes/s, and peak memory.
-Fixed-N models (MAML family) are measured on their own N instead of 20-way.
+Fixed-N models (MAML family) are measured on their own N instead of 20-way; regression
+models (sinusoid) by one meta-step of their training configuration.
 
 With --meta_config (a TrainConfig as JSON; one per process for a clean peak memory) it
 measures one meta-step of that configuration instead, e.g. second-order MAML, 32 tasks of
@@ -44,6 +45,10 @@ def main(argv):
     for name in FLAGS.model or sorted(zoo.REGISTRY):
         entry = zoo.get_entry(name)
         config = training.read_config(entry.directory)
+        if entry.protocol == "sinusoid":  # regression: one meta-step of its training config
+            print(json.dumps({**benchmark.meta_step_ms(config, None, FLAGS.repeats),
+                              "model": name}), flush=True)
+            continue
         data = training.load_data(config, evaluation.PROTOCOLS[entry.protocol]["subset"],
                                   FLAGS.data_dir)  # the classes the model is tested on
         train_data = training.load_data(config, config.subset, FLAGS.data_dir)
