@@ -7,11 +7,16 @@ A training directory holds:
   history.csv, logs/   per-epoch metrics and TensorBoard scalars
   model.weights.h5     the final weights
 Re-running with the same directory resumes from the last checkpoint, and the episode stream
-continues where it stopped (episode i depends only on (seed, i)).
+continues where it stopped (episode i depends only on (seed, i)): a run killed at any moment
+loses at most the unfinished epoch. Every file is written under a temporary name, flushed and
+renamed into place. A nan or inf loss stops training with FloatingPointError naming the step,
+before the broken weights reach a checkpoint.
 """
 
 import dataclasses
 import json
+import math
+import os
 import pathlib
 
 import keras
@@ -143,6 +148,8 @@ class Checkpoints:
 
     def save(self, model, step):
         self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.directory.glob("tmp.*"):  # left by a run killed mid-save
+            stale.unlink(missing_ok=True)
         _atomic_save_weights(model, self.directory / f"ckpt-{step}.weights.h5")
         for old in self.steps()[:-self.keep]:
             (self.directory / f"ckpt-{old}.weights.h5").unlink(missing_ok=True)
@@ -157,10 +164,46 @@ class _CheckpointEachEpoch(keras.callbacks.Callback):
         self.checkpoints.save(self.model, int(self.model.optimizer.iterations.numpy()))
 
 
+class _StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raises FloatingPointError naming the step once the loss is nan or inf, before the
+    epoch's checkpoint could save the broken weights."""
+
+    def __init__(self, checkpoints, episodes_per_step):
+        super().__init__()
+        self.checkpoints = checkpoints
+        self.episodes_per_step = episodes_per_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))  # the epoch's running mean so far
+        if math.isfinite(loss):
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        latest = self.checkpoints.latest()
+        kept = (f"the last good checkpoint {latest} is kept" if latest else
+                "no checkpoint was written before it")
+        raise FloatingPointError(
+            f"The training loss became {loss} at step {step} (episodes "
+            f"{(step - 1) * self.episodes_per_step + 1}-{step * self.episodes_per_step}); "
+            f"training stopped and {kept}. Lower the learning rate or fix the model, then "
+            "train again (a re-run with the same flags resumes from that checkpoint).")
+
+
+def _replace_durably(tmp, path):
+    """Renames the complete file `tmp` to `path`, flushed to disk before and after."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 def _atomic_save_weights(model, path):
     tmp = path.with_name("tmp." + path.name)
     model.save_weights(tmp)
-    tmp.replace(path)
+    _replace_durably(tmp, path)
 
 
 def _copy_embedding(source, target, where):
@@ -186,7 +229,7 @@ def _write_config(model_dir: pathlib.Path, config: TrainConfig):
     path = model_dir / CONFIG_FILE
     tmp = path.with_name("tmp." + CONFIG_FILE)
     tmp.write_text(config.to_json() + "\n")
-    tmp.replace(path)
+    _replace_durably(tmp, path)
 
 
 def training_dataset(config: TrainConfig, model, data, start=0):
@@ -256,7 +299,8 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.
         dataset = training_dataset(config, model, data, start=done)
         model.fit(dataset, epochs=epochs, initial_epoch=done // config.episodes_per_epoch,
                   steps_per_epoch=steps_per_epoch, verbose=verbose,
-                  callbacks=[_CheckpointEachEpoch(checkpoints),
+                  callbacks=[_StopOnNonFiniteLoss(checkpoints, config.episodes_per_step),
+                             _CheckpointEachEpoch(checkpoints),
                              keras.callbacks.CSVLogger(str(model_dir / "history.csv"),
                                                        append=True),
                              keras.callbacks.TensorBoard(str(model_dir / "logs"))])
