@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_fewshot import training
+from keras_fewshot import export, training
 from keras_fewshot.data import episode_dataset
 
 
@@ -73,7 +73,7 @@ def inference_ms(model, data, ways, shots, queries, repeats=20):
 
 def serving_ms(saved_model_dir, data, ways, shots, queries, repeats=50):
     """One request through a loaded SavedModel's serving_default signature (in-process)."""
-    serve = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+    serve = export.load_serving(saved_model_dir)
     inputs, _ = _episode(data, ways, shots, queries)
     return {"measure": "serving_ms_per_request", "episode": f"{ways}w{shots}s{queries}q",
             **_timed(lambda: serve(**inputs)["classes"].numpy(), repeats)}

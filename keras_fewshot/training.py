@@ -19,6 +19,7 @@ import math
 import os
 import pathlib
 
+import h5py
 import keras
 
 from keras_fewshot.data import episode_dataset, load_split, pair_dataset, sinusoid_tasks
@@ -27,6 +28,7 @@ from keras_fewshot.models import build_model
 CONFIG_FILE = "config.json"
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
 WEIGHTS_FILE = "model.weights.h5"
+MODEL_CLASS_ATTR = "keras_fewshot_model_class"  # weights files this module writes carry it
 
 
 @dataclasses.dataclass
@@ -108,8 +110,31 @@ def model_from_dir(model_dir) -> keras.Model:
         weights = Checkpoints(model_dir / "checkpoints").latest()
         if weights is None:
             raise FileNotFoundError(f"{model_dir} has neither {WEIGHTS_FILE} nor a checkpoint")
-    model.load_weights(weights)  # a checkpoint's optimizer state is not needed here
+    load_weights(model, weights, config)  # a checkpoint's optimizer state is not needed here
     return model
+
+
+def load_weights(model, path, config: TrainConfig):
+    """model.load_weights(path), or ValueError naming the file and what is wrong with it: not
+    a readable weights file (truncated, corrupted), or the weights of another model than
+    `config` describes. Reads only; a partly loaded `model` is not to be used after an error.
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            saved_class = f.attrs.get(MODEL_CLASS_ATTR)
+    except OSError as error:
+        raise ValueError(f"{path} is not a readable weights file (truncated or corrupted?): "
+                         f"{error}") from error
+    if saved_class is not None and saved_class != type(model).__name__:
+        raise ValueError(f"{path} holds the weights of a {saved_class}, but the config "
+                         f"describes a {type(model).__name__} ({config.model} "
+                         f"{config.model_config}); was config.json copied from another run?")
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError, RuntimeError, KeyError) as error:
+        raise ValueError(f"{path} does not load into the model the config describes "
+                         f"({config.model} {config.model_config}); the file is corrupted or "
+                         f"belongs to another model: {error}") from error
 
 
 def load_data(config: TrainConfig, subset: str, source=None):
@@ -203,6 +228,8 @@ def _replace_durably(tmp, path):
 def _atomic_save_weights(model, path):
     tmp = path.with_name("tmp." + path.name)
     model.save_weights(tmp)
+    with h5py.File(tmp, "a") as f:  # lets load_weights tell a config of another model
+        f.attrs[MODEL_CLASS_ATTR] = type(model).__name__
     _replace_durably(tmp, path)
 
 
@@ -275,9 +302,6 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.
         if not hasattr(model, "embedding"):
             raise ValueError(f"freeze_embedding: {config.model} has no embedding layer")
         model.embedding.trainable = False
-    model_dir.mkdir(parents=True, exist_ok=True)
-    _write_config(model_dir, config)  # only once the model, data and start weights work
-
     schedule = keras.optimizers.schedules.ExponentialDecay(
         config.learning_rate, decay_steps=config.lr_decay_every // config.episodes_per_step,
         decay_rate=config.lr_decay_rate, staircase=True)
@@ -287,7 +311,9 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.
                   loss=model.training_loss(), metrics=model.training_metrics())
 
     if checkpoints.latest():
-        model.load_weights(checkpoints.latest())
+        load_weights(model, checkpoints.latest(), config)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    _write_config(model_dir, config)  # only once the model, data and start weights work
     step = int(optimizer.iterations.numpy())
     done = step * config.episodes_per_step
     steps_per_epoch = config.episodes_per_epoch // config.episodes_per_step
