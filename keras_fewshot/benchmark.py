@@ -4,6 +4,7 @@ Each function returns a dict ready to print as one JSON line. Times are medians 
 `repeats` runs after warm-up; they depend on the machine and on whatever else runs on it.
 """
 
+import os
 import resource
 import statistics
 import time
@@ -33,10 +34,11 @@ def _episode(data, ways, shots, queries):
                                      num_episodes=1)))
 
 
-def train_step_ms(model, config, data, repeats=10):
+def train_step_ms(model, config, data, repeats=10, jit_compile=False):
     """One optimizer step of `model.fit`'s train function on the element `config` trains on
-    (an episode, or a batch of pairs), with the model's own loss."""
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=model.training_loss())
+    (an episode, or a batch of pairs), with the model's own loss; XLA with `jit_compile`."""
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=model.training_loss(),
+                  jit_compile=jit_compile)
     inputs, labels = next(iter(training.training_dataset(config, model, data)))
     shape = (f"{config.pairs} pairs" if model.training_task == "pairs"
              else f"{config.ways}w{config.shots}s{config.queries}q")
@@ -101,6 +103,11 @@ def peak_memory_mb():
 
 
 def environment():
+    """Versions, settings that change the speed, and the machine's load when measured."""
     return {"measure": "environment", "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "intra_op_threads":
-            tf.config.threading.get_intra_op_parallelism_threads()}
+            "numpy": np.__version__, "cpus": os.cpu_count(),
+            "load_average_1_5_15_min": [round(x, 2) for x in os.getloadavg()],
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            "dtype_policy": keras.config.dtype_policy().name,
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")}

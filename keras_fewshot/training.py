@@ -18,13 +18,17 @@ import json
 import math
 import os
 import pathlib
+import shutil
+import tempfile
 
 import h5py
 import keras
+import tensorflow as tf
 
 from keras_fewshot.data import episode_dataset, load_split, pair_dataset, sinusoid_tasks
 from keras_fewshot.models import build_model
 
+STRATEGIES = ("default", "mirrored", "multi_worker")
 CONFIG_FILE = "config.json"
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
 WEIGHTS_FILE = "model.weights.h5"
@@ -281,39 +285,122 @@ def training_dataset(config: TrainConfig, model, data, start=0):
                            num_episodes=remaining, batch_size=config.episodes_per_step)
 
 
-def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.Model:
-    """Trains (or resumes) the run `config` in `model_dir`; returns the trained model."""
+def make_strategy(name):
+    """The tf.distribute strategy `name` in STRATEGIES: "default" (one device), "mirrored"
+    (every local GPU, else the CPU) or "multi_worker" (every worker of $TF_CONFIG; create it
+    at program start, before any other TensorFlow op)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}")
+
+
+def _is_chief(strategy):
+    """Whether this process writes the training directory: every process but the non-chief
+    workers of a multi-worker cluster (the chief, else worker 0)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    if "chief" in resolver.cluster_spec().as_dict():
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def _check_divisible(config: TrainConfig, model, replicas):
+    """Each replica takes an equal share of the step's episodes (or pairs)."""
+    name, per_step = (("pairs", config.pairs) if model.training_task == "pairs"
+                      else ("episodes_per_step", config.episodes_per_step))
+    if per_step % replicas:
+        raise ValueError(f"{name}={per_step} does not split evenly over {replicas} replicas: "
+                         f"use a multiple of {replicas} (it is the global batch, kept as is)")
+
+
+def train(config: TrainConfig, model_dir, data_source=None, verbose=1,
+          strategy=None) -> keras.Model:
+    """Trains (or resumes) the run `config` in `model_dir`; returns the trained model.
+
+    Under a tf.distribute `strategy`, each step's `episodes_per_step` episodes (pairs for a
+    pair-trained model) are split over the replicas and batch norm takes its statistics over
+    all of them, so the run follows the one-device run. In a multi-worker cluster every
+    worker resumes from `model_dir` (a shared file system) and only the chief writes it.
+    """
     config.validate()
     model_dir = pathlib.Path(model_dir)
+    strategy = strategy or tf.distribute.get_strategy()
     _check_resumable(model_dir, config)
-    keras.utils.set_random_seed(config.seed)  # initial weights
-    model = build_model(config.model, config.model_config)
-    if getattr(model, "fixed_ways", None) not in (None, config.ways):
-        raise ValueError(f"{config.model} classifies exactly {model.fixed_ways} classes but "
-                         f"the episodes are {config.ways}-way: set ways in --model_config too")
     data = load_data(config, config.subset, data_source)
     checkpoints = Checkpoints(model_dir / "checkpoints")
-    if not checkpoints.latest():  # a fresh run's start weights, checked before any file
-        if config.init_from:  # fine-tuning: weights only, a fresh optimizer and schedule
-            model.set_weights(model_from_dir(config.init_from).get_weights())
-        elif config.embedding_from:  # transfer: the embedding only, every other layer fresh
-            _copy_embedding(model_from_dir(config.embedding_from), model, config.embedding_from)
-    if config.freeze_embedding:
-        if not hasattr(model, "embedding"):
-            raise ValueError(f"freeze_embedding: {config.model} has no embedding layer")
-        model.embedding.trainable = False
-    schedule = keras.optimizers.schedules.ExponentialDecay(
-        config.learning_rate, decay_steps=config.lr_decay_every // config.episodes_per_step,
-        decay_rate=config.lr_decay_rate, staircase=True)
-    optimizer = OPTIMIZERS[config.optimizer](schedule)
-    optimizer.build(model.trainable_variables)
-    model.compile(optimizer=optimizer,
-                  loss=model.training_loss(), metrics=model.training_metrics())
+    with strategy.scope():
+        keras.utils.set_random_seed(config.seed)  # initial weights
+        model = build_model(config.model, config.model_config)
+        if getattr(model, "fixed_ways", None) not in (None, config.ways):
+            raise ValueError(f"{config.model} classifies exactly {model.fixed_ways} classes "
+                             f"but the episodes are {config.ways}-way: set ways in "
+                             "--model_config too")
+        _check_divisible(config, model, strategy.num_replicas_in_sync)
+        if not checkpoints.latest():  # a fresh run's start weights, checked before any file
+            if config.init_from:  # fine-tuning: weights only, a fresh optimizer and schedule
+                model.set_weights(model_from_dir(config.init_from).get_weights())
+            elif config.embedding_from:  # transfer: the embedding only, other layers fresh
+                _copy_embedding(model_from_dir(config.embedding_from), model,
+                                config.embedding_from)
+        if config.freeze_embedding:
+            if not hasattr(model, "embedding"):
+                raise ValueError(f"freeze_embedding: {config.model} has no embedding layer")
+            model.embedding.trainable = False
+        schedule = keras.optimizers.schedules.ExponentialDecay(
+            config.learning_rate, decay_steps=config.lr_decay_every // config.episodes_per_step,
+            decay_rate=config.lr_decay_rate, staircase=True)
+        optimizer = OPTIMIZERS[config.optimizer](schedule)
+        optimizer.build(model.trainable_variables)
+        model.compile(optimizer=optimizer,
+                      loss=model.training_loss(), metrics=model.training_metrics())
+        if checkpoints.latest():
+            load_weights(model, checkpoints.latest(), config)
+    if _is_chief(strategy):
+        model_dir.mkdir(parents=True, exist_ok=True)
+        _write_config(model_dir, config)  # only once the model, data and start weights work
+        return _fit(config, model, data, checkpoints, model_dir, verbose)
+    # A non-chief worker saves as the chief does (saving may read replicated variables
+    # collectively) into a scratch directory that is then thrown away.
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="keras_fewshot_worker_"))
+    try:
+        return _fit(config, model, data, Checkpoints(scratch / "checkpoints"), scratch, 0)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
-    if checkpoints.latest():
-        load_weights(model, checkpoints.latest(), config)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    _write_config(model_dir, config)  # only once the model, data and start weights work
+
+def _prepare_replicated_fit(model, dataset):
+    """Readies `model` (built under a multi-replica strategy) for `fit` in that strategy's
+    scope, around two Keras 3 shortcomings (keras-team/keras#20585, #20329): its first fit
+    averages one distributed batch to build the model (uint8 pixels become floats; dict
+    inputs fail under MultiWorkerMirroredStrategy), and its step averages scalar logs along
+    an axis they lack under MultiWorkerMirroredStrategy. Builds the compiled loss and metrics
+    on one real element instead, and sets a train function that runs `train_step` on every
+    replica and averages the logs over replicas."""
+    strategy = model.distribute_strategy
+    with strategy.scope():
+        inputs, labels = next(iter(dataset))
+        logits = model(inputs)
+        model.compute_loss(x=inputs, y=labels, y_pred=logits)
+        model.compute_metrics(inputs, labels, logits, sample_weight=None)
+
+    @tf.function
+    def train_function(iterator):
+        logs = strategy.run(model.train_step, args=(iterator.get_next(),))
+        return {name: strategy.reduce("MEAN", value, axis=None) for name, value in logs.items()}
+
+    model.train_function = train_function
+    model._distribute_strategy = None  # fit then takes the strategy from the scope
+    return strategy
+
+
+def _fit(config: TrainConfig, model, data, checkpoints, model_dir, verbose):
+    """Fits `model` (compiled, restored) over the rest of the run, writing into model_dir."""
+    optimizer = model.optimizer
     step = int(optimizer.iterations.numpy())
     done = step * config.episodes_per_step
     steps_per_epoch = config.episodes_per_epoch // config.episodes_per_step
@@ -323,13 +410,21 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.
             print(f"Training {config.model} in {model_dir}: episode {done} of "
                   f"{config.episodes}" + (" (resumed)" if done else ""))
         dataset = training_dataset(config, model, data, start=done)
-        model.fit(dataset, epochs=epochs, initial_epoch=done // config.episodes_per_epoch,
-                  steps_per_epoch=steps_per_epoch, verbose=verbose,
-                  callbacks=[_StopOnNonFiniteLoss(checkpoints, config.episodes_per_step),
-                             _CheckpointEachEpoch(checkpoints),
-                             keras.callbacks.CSVLogger(str(model_dir / "history.csv"),
-                                                       append=True),
-                             keras.callbacks.TensorBoard(str(model_dir / "logs"))])
+        options = tf.data.Options()  # replicas share each step's batch (no files to shard)
+        options.experimental_distribute.auto_shard_policy = \
+            tf.data.experimental.AutoShardPolicy.DATA
+        strategy = model.distribute_strategy
+        if strategy.num_replicas_in_sync > 1:
+            _prepare_replicated_fit(model, dataset)
+        with strategy.scope():
+            model.fit(dataset.with_options(options), epochs=epochs,
+                      initial_epoch=done // config.episodes_per_epoch,
+                      steps_per_epoch=steps_per_epoch, verbose=verbose,
+                      callbacks=[_StopOnNonFiniteLoss(checkpoints, config.episodes_per_step),
+                                 _CheckpointEachEpoch(checkpoints),
+                                 keras.callbacks.CSVLogger(str(model_dir / "history.csv"),
+                                                           append=True),
+                                 keras.callbacks.TensorBoard(str(model_dir / "logs"))])
     # The released weights carry no optimizer state: copy into an uncompiled twin.
     release = build_model(config.model, config.model_config)
     release.set_weights(model.get_weights())
