@@ -4,6 +4,7 @@ Each function returns a dict ready to print as one JSON line. Times are medians 
 `repeats` runs after warm-up; they depend on the machine and on whatever else runs on it.
 """
 
+import os
 import resource
 import statistics
 import time
@@ -12,20 +13,24 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_fewshot import training
+from keras_fewshot import export, training
 from keras_fewshot.data import episode_dataset
 
 
 def _timed(fn, repeats, warmup=2):
+    """Wall-clock ms (median, min) and the process's CPU ms (all threads; median), which
+    depends less on what else runs on the machine."""
     for _ in range(warmup):
         fn()
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         times.append(1000.0 * (time.perf_counter() - start))
+        cpu_times.append(1000.0 * (time.process_time() - cpu_start))
     return {"ms_median": round(statistics.median(times), 2),
-            "ms_min": round(min(times), 2), "repeats": repeats}
+            "ms_min": round(min(times), 2), "cpu_ms_median": round(statistics.median(cpu_times), 2),
+            "repeats": repeats}
 
 
 def _episode(data, ways, shots, queries):
@@ -33,10 +38,11 @@ def _episode(data, ways, shots, queries):
                                      num_episodes=1)))
 
 
-def train_step_ms(model, config, data, repeats=10):
+def train_step_ms(model, config, data, repeats=10, jit_compile=False):
     """One optimizer step of `model.fit`'s train function on the element `config` trains on
-    (an episode, or a batch of pairs), with the model's own loss."""
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=model.training_loss())
+    (an episode, or a batch of pairs), with the model's own loss; XLA with `jit_compile`."""
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=model.training_loss(),
+                  jit_compile=jit_compile)
     inputs, labels = next(iter(training.training_dataset(config, model, data)))
     shape = (f"{config.pairs} pairs" if model.training_task == "pairs"
              else f"{config.ways}w{config.shots}s{config.queries}q")
@@ -75,7 +81,7 @@ def inference_ms(model, data, ways, shots, queries, repeats=20):
 
 def serving_ms(saved_model_dir, data, ways, shots, queries, repeats=50):
     """One request through a loaded SavedModel's serving_default signature (in-process)."""
-    serve = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+    serve = export.load_serving(saved_model_dir)
     inputs, _ = _episode(data, ways, shots, queries)
     return {"measure": "serving_ms_per_request", "episode": f"{ways}w{shots}s{queries}q",
             **_timed(lambda: serve(**inputs)["classes"].numpy(), repeats)}
@@ -103,6 +109,11 @@ def peak_memory_mb():
 
 
 def environment():
+    """Versions, settings that change the speed, and the machine's load when measured."""
     return {"measure": "environment", "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "intra_op_threads":
-            tf.config.threading.get_intra_op_parallelism_threads()}
+            "numpy": np.__version__, "cpus": os.cpu_count(),
+            "load_average_1_5_15_min": [round(x, 2) for x in os.getloadavg()],
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            "dtype_policy": keras.config.dtype_policy().name,
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")}

@@ -10,11 +10,13 @@ For the MAML family this is "adapt and predict": the inner loop on the support s
 inside the SavedModel (its gradients are part of the graph), then the queries are scored.
 
 The directory is written next to its destination and renamed into place, so an interrupted
-export never leaves a directory that looks like a model.
+export never leaves a directory that looks like a model; `load_serving` checks a directory is
+complete before loading its signature.
 """
 
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 
@@ -54,3 +56,39 @@ def export_saved_model(model, path, overwrite=False):
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _missing_files(path: pathlib.Path):
+    """What a SavedModel directory lacks: the graph, the variables' index or a data shard."""
+    missing = [name for name in ("saved_model.pb", "variables/variables.index")
+               if not (path / name).is_file()]
+    shards = list((path / "variables").glob("variables.data-*-of-*"))
+    if not shards:
+        return missing + ["variables/variables.data-*"]
+    total = int(re.fullmatch(r"variables\.data-\d+-of-(\d+)", shards[0].name).group(1))
+    return missing + [f"variables/variables.data-{i:05d}-of-{total:05d}" for i in range(total)
+                      if not (path / "variables" / f"variables.data-{i:05d}-of-{total:05d}")
+                      .is_file()]
+
+
+def load_serving(path, signature="serving_default"):
+    """The `signature` of the SavedModel at `path`, once the directory is complete.
+
+    Raises FileNotFoundError naming what is missing (a directory whose variables are gone,
+    say) and ValueError when TensorFlow cannot read what is there; reads only.
+    """
+    path = pathlib.Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"No SavedModel directory at {path}")
+    missing = _missing_files(path)
+    if missing:
+        raise FileNotFoundError(f"{path} is not a complete SavedModel: missing "
+                                f"{', '.join(missing)}; export the model again")
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except (tf.errors.OpError, ValueError, OSError) as error:
+        raise ValueError(f"{path} is not a readable SavedModel (corrupted?): {error}") from error
+    if signature not in loaded.signatures:
+        raise ValueError(f"{path} has no signature {signature!r}; it has "
+                         f"{sorted(loaded.signatures)}")
+    return loaded.signatures[signature]

@@ -7,21 +7,32 @@ A training directory holds:
   history.csv, logs/   per-epoch metrics and TensorBoard scalars
   model.weights.h5     the final weights
 Re-running with the same directory resumes from the last checkpoint, and the episode stream
-continues where it stopped (episode i depends only on (seed, i)).
+continues where it stopped (episode i depends only on (seed, i)): a run killed at any moment
+loses at most the unfinished epoch. Every file is written under a temporary name, flushed and
+renamed into place. A nan or inf loss stops training with FloatingPointError naming the step,
+before the broken weights reach a checkpoint.
 """
 
 import dataclasses
 import json
+import math
+import os
 import pathlib
+import shutil
+import tempfile
 
+import h5py
 import keras
+import tensorflow as tf
 
 from keras_fewshot.data import episode_dataset, load_split, pair_dataset, sinusoid_tasks
 from keras_fewshot.models import build_model
 
+STRATEGIES = ("default", "mirrored", "multi_worker")
 CONFIG_FILE = "config.json"
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
 WEIGHTS_FILE = "model.weights.h5"
+MODEL_CLASS_ATTR = "keras_fewshot_model_class"  # weights files this module writes carry it
 
 
 @dataclasses.dataclass
@@ -103,8 +114,31 @@ def model_from_dir(model_dir) -> keras.Model:
         weights = Checkpoints(model_dir / "checkpoints").latest()
         if weights is None:
             raise FileNotFoundError(f"{model_dir} has neither {WEIGHTS_FILE} nor a checkpoint")
-    model.load_weights(weights)  # a checkpoint's optimizer state is not needed here
+    load_weights(model, weights, config)  # a checkpoint's optimizer state is not needed here
     return model
+
+
+def load_weights(model, path, config: TrainConfig):
+    """model.load_weights(path), or ValueError naming the file and what is wrong with it: not
+    a readable weights file (truncated, corrupted), or the weights of another model than
+    `config` describes. Reads only; a partly loaded `model` is not to be used after an error.
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            saved_class = f.attrs.get(MODEL_CLASS_ATTR)
+    except OSError as error:
+        raise ValueError(f"{path} is not a readable weights file (truncated or corrupted?): "
+                         f"{error}") from error
+    if saved_class is not None and saved_class != type(model).__name__:
+        raise ValueError(f"{path} holds the weights of a {saved_class}, but the config "
+                         f"describes a {type(model).__name__} ({config.model} "
+                         f"{config.model_config}); was config.json copied from another run?")
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError, RuntimeError, KeyError) as error:
+        raise ValueError(f"{path} does not load into the model the config describes "
+                         f"({config.model} {config.model_config}); the file is corrupted or "
+                         f"belongs to another model: {error}") from error
 
 
 def load_data(config: TrainConfig, subset: str, source=None):
@@ -143,6 +177,8 @@ class Checkpoints:
 
     def save(self, model, step):
         self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.directory.glob("tmp.*"):  # left by a run killed mid-save
+            stale.unlink(missing_ok=True)
         _atomic_save_weights(model, self.directory / f"ckpt-{step}.weights.h5")
         for old in self.steps()[:-self.keep]:
             (self.directory / f"ckpt-{old}.weights.h5").unlink(missing_ok=True)
@@ -157,10 +193,48 @@ class _CheckpointEachEpoch(keras.callbacks.Callback):
         self.checkpoints.save(self.model, int(self.model.optimizer.iterations.numpy()))
 
 
+class _StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raises FloatingPointError naming the step once the loss is nan or inf, before the
+    epoch's checkpoint could save the broken weights."""
+
+    def __init__(self, checkpoints, episodes_per_step):
+        super().__init__()
+        self.checkpoints = checkpoints
+        self.episodes_per_step = episodes_per_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))  # the epoch's running mean so far
+        if math.isfinite(loss):
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        latest = self.checkpoints.latest()
+        kept = (f"the last good checkpoint {latest} is kept" if latest else
+                "no checkpoint was written before it")
+        raise FloatingPointError(
+            f"The training loss became {loss} at step {step} (episodes "
+            f"{(step - 1) * self.episodes_per_step + 1}-{step * self.episodes_per_step}); "
+            f"training stopped and {kept}. Lower the learning rate or fix the model, then "
+            "train again (a re-run with the same flags resumes from that checkpoint).")
+
+
+def _replace_durably(tmp, path):
+    """Renames the complete file `tmp` to `path`, flushed to disk before and after."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 def _atomic_save_weights(model, path):
     tmp = path.with_name("tmp." + path.name)
     model.save_weights(tmp)
-    tmp.replace(path)
+    with h5py.File(tmp, "a") as f:  # lets load_weights tell a config of another model
+        f.attrs[MODEL_CLASS_ATTR] = type(model).__name__
+    _replace_durably(tmp, path)
 
 
 def _copy_embedding(source, target, where):
@@ -186,7 +260,7 @@ def _write_config(model_dir: pathlib.Path, config: TrainConfig):
     path = model_dir / CONFIG_FILE
     tmp = path.with_name("tmp." + CONFIG_FILE)
     tmp.write_text(config.to_json() + "\n")
-    tmp.replace(path)
+    _replace_durably(tmp, path)
 
 
 def training_dataset(config: TrainConfig, model, data, start=0):
@@ -211,40 +285,122 @@ def training_dataset(config: TrainConfig, model, data, start=0):
                            num_episodes=remaining, batch_size=config.episodes_per_step)
 
 
-def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.Model:
-    """Trains (or resumes) the run `config` in `model_dir`; returns the trained model."""
+def make_strategy(name):
+    """The tf.distribute strategy `name` in STRATEGIES: "default" (one device), "mirrored"
+    (every local GPU, else the CPU) or "multi_worker" (every worker of $TF_CONFIG; create it
+    at program start, before any other TensorFlow op)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}")
+
+
+def _is_chief(strategy):
+    """Whether this process writes the training directory: every process but the non-chief
+    workers of a multi-worker cluster (the chief, else worker 0)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    if "chief" in resolver.cluster_spec().as_dict():
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def _check_divisible(config: TrainConfig, model, replicas):
+    """Each replica takes an equal share of the step's episodes (or pairs)."""
+    name, per_step = (("pairs", config.pairs) if model.training_task == "pairs"
+                      else ("episodes_per_step", config.episodes_per_step))
+    if per_step % replicas:
+        raise ValueError(f"{name}={per_step} does not split evenly over {replicas} replicas: "
+                         f"use a multiple of {replicas} (it is the global batch, kept as is)")
+
+
+def train(config: TrainConfig, model_dir, data_source=None, verbose=1,
+          strategy=None) -> keras.Model:
+    """Trains (or resumes) the run `config` in `model_dir`; returns the trained model.
+
+    Under a tf.distribute `strategy`, each step's `episodes_per_step` episodes (pairs for a
+    pair-trained model) are split over the replicas and batch norm takes its statistics over
+    all of them, so the run follows the one-device run. In a multi-worker cluster every
+    worker resumes from `model_dir` (a shared file system) and only the chief writes it.
+    """
     config.validate()
     model_dir = pathlib.Path(model_dir)
+    strategy = strategy or tf.distribute.get_strategy()
     _check_resumable(model_dir, config)
-    keras.utils.set_random_seed(config.seed)  # initial weights
-    model = build_model(config.model, config.model_config)
-    if getattr(model, "fixed_ways", None) not in (None, config.ways):
-        raise ValueError(f"{config.model} classifies exactly {model.fixed_ways} classes but "
-                         f"the episodes are {config.ways}-way: set ways in --model_config too")
     data = load_data(config, config.subset, data_source)
     checkpoints = Checkpoints(model_dir / "checkpoints")
-    if not checkpoints.latest():  # a fresh run's start weights, checked before any file
-        if config.init_from:  # fine-tuning: weights only, a fresh optimizer and schedule
-            model.set_weights(model_from_dir(config.init_from).get_weights())
-        elif config.embedding_from:  # transfer: the embedding only, every other layer fresh
-            _copy_embedding(model_from_dir(config.embedding_from), model, config.embedding_from)
-    if config.freeze_embedding:
-        if not hasattr(model, "embedding"):
-            raise ValueError(f"freeze_embedding: {config.model} has no embedding layer")
-        model.embedding.trainable = False
-    model_dir.mkdir(parents=True, exist_ok=True)
-    _write_config(model_dir, config)  # only once the model, data and start weights work
+    with strategy.scope():
+        keras.utils.set_random_seed(config.seed)  # initial weights
+        model = build_model(config.model, config.model_config)
+        if getattr(model, "fixed_ways", None) not in (None, config.ways):
+            raise ValueError(f"{config.model} classifies exactly {model.fixed_ways} classes "
+                             f"but the episodes are {config.ways}-way: set ways in "
+                             "--model_config too")
+        _check_divisible(config, model, strategy.num_replicas_in_sync)
+        if not checkpoints.latest():  # a fresh run's start weights, checked before any file
+            if config.init_from:  # fine-tuning: weights only, a fresh optimizer and schedule
+                model.set_weights(model_from_dir(config.init_from).get_weights())
+            elif config.embedding_from:  # transfer: the embedding only, other layers fresh
+                _copy_embedding(model_from_dir(config.embedding_from), model,
+                                config.embedding_from)
+        if config.freeze_embedding:
+            if not hasattr(model, "embedding"):
+                raise ValueError(f"freeze_embedding: {config.model} has no embedding layer")
+            model.embedding.trainable = False
+        schedule = keras.optimizers.schedules.ExponentialDecay(
+            config.learning_rate, decay_steps=config.lr_decay_every // config.episodes_per_step,
+            decay_rate=config.lr_decay_rate, staircase=True)
+        optimizer = OPTIMIZERS[config.optimizer](schedule)
+        optimizer.build(model.trainable_variables)
+        model.compile(optimizer=optimizer,
+                      loss=model.training_loss(), metrics=model.training_metrics())
+        if checkpoints.latest():
+            load_weights(model, checkpoints.latest(), config)
+    if _is_chief(strategy):
+        model_dir.mkdir(parents=True, exist_ok=True)
+        _write_config(model_dir, config)  # only once the model, data and start weights work
+        return _fit(config, model, data, checkpoints, model_dir, verbose)
+    # A non-chief worker saves as the chief does (saving may read replicated variables
+    # collectively) into a scratch directory that is then thrown away.
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="keras_fewshot_worker_"))
+    try:
+        return _fit(config, model, data, Checkpoints(scratch / "checkpoints"), scratch, 0)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
-    schedule = keras.optimizers.schedules.ExponentialDecay(
-        config.learning_rate, decay_steps=config.lr_decay_every // config.episodes_per_step,
-        decay_rate=config.lr_decay_rate, staircase=True)
-    optimizer = OPTIMIZERS[config.optimizer](schedule)
-    optimizer.build(model.trainable_variables)
-    model.compile(optimizer=optimizer,
-                  loss=model.training_loss(), metrics=model.training_metrics())
 
-    if checkpoints.latest():
-        model.load_weights(checkpoints.latest())
+def _prepare_replicated_fit(model, dataset):
+    """Readies `model` (built under a multi-replica strategy) for `fit` in that strategy's
+    scope, around two Keras 3 shortcomings (keras-team/keras#20585, #20329): its first fit
+    averages one distributed batch to build the model (uint8 pixels become floats; dict
+    inputs fail under MultiWorkerMirroredStrategy), and its step averages scalar logs along
+    an axis they lack under MultiWorkerMirroredStrategy. Builds the compiled loss and metrics
+    on one real element instead, and sets a train function that runs `train_step` on every
+    replica and averages the logs over replicas."""
+    strategy = model.distribute_strategy
+    with strategy.scope():
+        inputs, labels = next(iter(dataset))
+        logits = model(inputs)
+        model.compute_loss(x=inputs, y=labels, y_pred=logits)
+        model.compute_metrics(inputs, labels, logits, sample_weight=None)
+
+    @tf.function
+    def train_function(iterator):
+        logs = strategy.run(model.train_step, args=(iterator.get_next(),))
+        return {name: strategy.reduce("MEAN", value, axis=None) for name, value in logs.items()}
+
+    model.train_function = train_function
+    model._distribute_strategy = None  # fit then takes the strategy from the scope
+    return strategy
+
+
+def _fit(config: TrainConfig, model, data, checkpoints, model_dir, verbose):
+    """Fits `model` (compiled, restored) over the rest of the run, writing into model_dir."""
+    optimizer = model.optimizer
     step = int(optimizer.iterations.numpy())
     done = step * config.episodes_per_step
     steps_per_epoch = config.episodes_per_epoch // config.episodes_per_step
@@ -254,12 +410,21 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1) -> keras.
             print(f"Training {config.model} in {model_dir}: episode {done} of "
                   f"{config.episodes}" + (" (resumed)" if done else ""))
         dataset = training_dataset(config, model, data, start=done)
-        model.fit(dataset, epochs=epochs, initial_epoch=done // config.episodes_per_epoch,
-                  steps_per_epoch=steps_per_epoch, verbose=verbose,
-                  callbacks=[_CheckpointEachEpoch(checkpoints),
-                             keras.callbacks.CSVLogger(str(model_dir / "history.csv"),
-                                                       append=True),
-                             keras.callbacks.TensorBoard(str(model_dir / "logs"))])
+        options = tf.data.Options()  # replicas share each step's batch (no files to shard)
+        options.experimental_distribute.auto_shard_policy = \
+            tf.data.experimental.AutoShardPolicy.DATA
+        strategy = model.distribute_strategy
+        if strategy.num_replicas_in_sync > 1:
+            _prepare_replicated_fit(model, dataset)
+        with strategy.scope():
+            model.fit(dataset.with_options(options), epochs=epochs,
+                      initial_epoch=done // config.episodes_per_epoch,
+                      steps_per_epoch=steps_per_epoch, verbose=verbose,
+                      callbacks=[_StopOnNonFiniteLoss(checkpoints, config.episodes_per_step),
+                                 _CheckpointEachEpoch(checkpoints),
+                                 keras.callbacks.CSVLogger(str(model_dir / "history.csv"),
+                                                           append=True),
+                                 keras.callbacks.TensorBoard(str(model_dir / "logs"))])
     # The released weights carry no optimizer state: copy into an uncompiled twin.
     release = build_model(config.model, config.model_config)
     release.set_weights(model.get_weights())

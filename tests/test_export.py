@@ -1,6 +1,8 @@
 """keras_fewshot.export: the SavedModel serves the Keras model's answers, in a fresh process."""
 
 import pathlib
+import re
+import shutil
 import sys
 
 import keras
@@ -8,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_fewshot.export import export_saved_model
+from keras_fewshot.export import export_saved_model, load_serving
 from keras_fewshot.models import PrototypicalNetwork
 
 SIGNATURE = "serving_default"
@@ -54,7 +56,7 @@ def expected(model, request_episode, np_softmax):
 
 @pytest.fixture(scope="module")
 def served(exported):
-    return tf.saved_model.load(str(exported)).signatures[SIGNATURE]
+    return load_serving(exported)
 
 
 def serve(signature, episode):
@@ -115,17 +117,74 @@ def test_saved_model_cli_run_serves_the_model_answers(exported, request_episode,
                     for k in ("probabilities", "classes")}, expected)
 
 
-def test_bad_request_fails_and_the_next_one_works(served, request_episode, expected):
+def _bad_requests(episode):
+    """(what is wrong, request, the error's message) for malformed requests of `episode`."""
+    labels = episode["support_labels"]
+    return [
+        ("a class without support", {**episode, "support_labels": np.where(labels == 1, 2, labels)},
+         "has no support example"),
+        ("label out of range", {**episode, "support_labels": np.where(labels == 1, 99, labels)},
+         "label >= the number of support examples"),
+        ("negative label", {**episode, "support_labels": np.where(labels == 1, -1, labels)},
+         "label below 0"),
+        ("empty support", {**episode, "support_images": episode["support_images"][:0],
+                           "support_labels": labels[:0]}, "the support set is empty"),
+        ("empty query", {**episode, "query_images": episode["query_images"][:0]},
+         "the query set is empty"),
+        ("labels and images disagree", {**episode, "support_labels": labels[:-1]},
+         "different numbers of examples"),
+    ]
+
+
+def test_bad_requests_fail_and_the_next_one_works(served, request_episode, expected):
     assert_answers(serve(served, request_episode), expected)
-    missing_class = {**request_episode,
-                     "support_labels": np.where(request_episode["support_labels"] == 1, 2,
-                                                request_episode["support_labels"])}
-    with pytest.raises(tf.errors.InvalidArgumentError, match="has no support example"):
-        serve(served, missing_class)
-    empty_query = {**request_episode, "query_images": request_episode["query_images"][:0]}
-    with pytest.raises(tf.errors.InvalidArgumentError, match="the query set is empty"):
-        serve(served, empty_query)
+    for problem, request, message in _bad_requests(request_episode):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            serve(served, request)
+        assert_answers(serve(served, request_episode), expected)  # still serving
+
+
+@pytest.mark.parametrize("problem", ["float images", "int64 labels", "rank-5 images",
+                                     "rank-2 labels"])
+def test_request_of_the_wrong_dtype_or_rank_is_refused_and_the_next_one_works(
+        served, request_episode, expected, problem):
+    bad = dict(request_episode)
+    if problem == "float images":
+        bad["query_images"] = bad["query_images"].astype(np.float32)
+    elif problem == "int64 labels":
+        bad["support_labels"] = bad["support_labels"].astype(np.int64)
+    elif problem == "rank-5 images":
+        bad["support_images"] = bad["support_images"][None]
+    else:
+        bad["support_labels"] = bad["support_labels"][None]
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
+        serve(served, bad)
     assert_answers(serve(served, request_episode), expected)
+
+
+@pytest.mark.parametrize("removed,named", [
+    ("variables", "variables/variables.index"), ("variables/variables.index", None),
+    ("variables/variables.data-00000-of-00001", "variables/variables.data-"),
+    ("saved_model.pb", None)])
+def test_incomplete_saved_model_is_refused_naming_what_is_missing(exported, tmp_path, removed,
+                                                                  named):
+    copy = shutil.copytree(exported, tmp_path / "1")
+    target = copy / removed
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    before = sorted(str(p.relative_to(copy)) for p in copy.rglob("*"))
+    with pytest.raises(FileNotFoundError, match="not a complete SavedModel: missing .*"
+                       + re.escape(named or removed)):
+        load_serving(copy)
+    assert sorted(str(p.relative_to(copy)) for p in copy.rglob("*")) == before
+    with pytest.raises(FileNotFoundError, match="No SavedModel directory"):
+        load_serving(tmp_path / "nowhere")
+
+
+def test_corrupted_variables_are_refused(exported, tmp_path):
+    copy = shutil.copytree(exported, tmp_path / "1")
+    (copy / "variables" / "variables.index").write_bytes(b"not an index")
+    with pytest.raises(ValueError, match="not a readable SavedModel"):
+        load_serving(copy)
 
 
 def test_serving_accepts_raw_105_pixel_rgb_images(served, model, request_episode, np_softmax):

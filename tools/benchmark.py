@@ -20,6 +20,8 @@ measures one meta-step of that configuration instead, e.g. second-order MAML, 32
 import json
 import tempfile
 
+import keras
+import tensorflow as tf
 from absl import app, flags
 
 from keras_fewshot import benchmark, evaluation, export, training, zoo
@@ -32,11 +34,22 @@ flags.DEFINE_string("data_dir", None, "Omniglot archives or folders; default "
 flags.DEFINE_integer("repeats", 10, "Timed repetitions per measurement.")
 flags.DEFINE_string("meta_config", None, "Measure one meta-step of this TrainConfig (JSON) "
                     "instead of the zoo models.")
+flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow threads within an op (0: TF's default).")
+flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow ops run at once (0: TF's default).")
+flags.DEFINE_bool("jit_compile", False, "Compile the training step with XLA.")
+flags.DEFINE_enum("dtype_policy", "float32", ["float32", "mixed_bfloat16"],
+                  "Keras dtype policy of the models (mixed_bfloat16: bf16 compute).")
+flags.DEFINE_multi_enum("measure", ["pipeline", "inference", "serving", "train"],
+                        ["pipeline", "inference", "serving", "train"], "What to measure.")
 
 
 def main(argv):
     del argv
-    print(json.dumps(benchmark.environment()), flush=True)
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
+    keras.config.set_dtype_policy(FLAGS.dtype_policy)
+    print(json.dumps({**benchmark.environment(), "jit_compile": FLAGS.jit_compile}),
+          flush=True)
     if FLAGS.meta_config:
         config = training.TrainConfig.from_dict(json.loads(FLAGS.meta_config))
         data = training.load_data(config, config.subset, FLAGS.data_dir)
@@ -53,14 +66,20 @@ def main(argv):
                                   FLAGS.data_dir)  # the classes the model is tested on
         train_data = training.load_data(config, config.subset, FLAGS.data_dir)
         model = build_model(config.model, config.model_config)
-        rows = [benchmark.pipeline_episodes_per_s(train_data, config.ways, config.shots,
-                                                  config.queries)]
-        for ways, shots in ((5, 1), (getattr(model, "fixed_ways", None) or 20, 5)):
-            rows.append(benchmark.inference_ms(model, data, ways, shots, 15, FLAGS.repeats))
-        with tempfile.TemporaryDirectory() as tmp:
-            path = export.export_saved_model(model, f"{tmp}/model")
-            rows.append(benchmark.serving_ms(path, data, 5, 1, 1, 5 * FLAGS.repeats))
-        rows.append(benchmark.train_step_ms(model, config, train_data, FLAGS.repeats))
+        rows = []
+        if "pipeline" in FLAGS.measure:
+            rows.append(benchmark.pipeline_episodes_per_s(train_data, config.ways, config.shots,
+                                                          config.queries))
+        if "inference" in FLAGS.measure:
+            for ways, shots in ((5, 1), (getattr(model, "fixed_ways", None) or 20, 5)):
+                rows.append(benchmark.inference_ms(model, data, ways, shots, 15, FLAGS.repeats))
+        if "serving" in FLAGS.measure:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = export.export_saved_model(model, f"{tmp}/model")
+                rows.append(benchmark.serving_ms(path, data, 5, 1, 1, 5 * FLAGS.repeats))
+        if "train" in FLAGS.measure:
+            rows.append(benchmark.train_step_ms(model, config, train_data, FLAGS.repeats,
+                                                jit_compile=FLAGS.jit_compile))
         rows.append(benchmark.peak_memory_mb())
         for row in rows:
             print(json.dumps({"model": name, **row}), flush=True)

@@ -9,6 +9,10 @@ Writes config.json, checkpoints/, history.csv, logs/ (TensorBoard) and model.wei
 MAML-family models (--model=maml, maml_regressor) take their meta-learning arguments from
 --model_config or from the flags --inner_learning_rate, --inner_steps, --test_inner_steps and
 --first_order, which are written into model_config (and so into config.json).
+
+--strategy=mirrored trains on every local GPU, --strategy=multi_worker on every worker of the
+cluster described by $TF_CONFIG (run the same command on each; --model_dir on a file system
+they share); each step's --episodes_per_step episodes are split over the replicas.
 """
 
 import json
@@ -67,11 +71,14 @@ flags.DEFINE_float("inner_learning_rate", None, "MAML family: inner-loop learnin
 flags.DEFINE_integer("inner_steps", None, "MAML family: inner steps while meta-training.")
 flags.DEFINE_integer("test_inner_steps", None, "MAML family: inner steps at evaluation.")
 flags.DEFINE_bool("first_order", None, "MAML: drop the second-order terms (first-order MAML).")
+flags.DEFINE_enum("strategy", "default", list(training.STRATEGIES), "tf.distribute strategy: "
+                  "one device, every local GPU, or every worker of $TF_CONFIG.")
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity (1 progress bar, 2 one line/epoch).")
 
 
 def main(argv):
     del argv
+    strategy = training.make_strategy(FLAGS.strategy)  # before any other TensorFlow op
     model_config = json.loads(FLAGS.model_config)
     for flag, key in META_FLAGS.items():
         value = getattr(FLAGS, flag)
@@ -90,7 +97,8 @@ def main(argv):
         lr_decay_every=FLAGS.lr_decay_every,
         lr_decay_rate=FLAGS.lr_decay_rate, seed=FLAGS.seed, init_from=FLAGS.init_from,
         embedding_from=FLAGS.embedding_from, freeze_embedding=FLAGS.freeze_embedding)
-    training.train(config, FLAGS.model_dir, data_source=FLAGS.data_dir, verbose=FLAGS.verbose)
+    training.train(config, FLAGS.model_dir, data_source=FLAGS.data_dir, verbose=FLAGS.verbose,
+                   strategy=strategy)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,13 @@ Blocks of [3x3 conv (64 filters, same padding), batch norm, ReLU, 2x2 max pool].
 Prototypical / Matching Networks version pools in all four blocks (28x28 -> 64 features);
 the Relation Network's embedding module pools in the first two only and keeps the feature
 maps (28x28 -> 7x7x64).
+
+Built under a tf.distribute strategy with several replicas, batch norm takes its statistics
+over the whole global batch (synchronized), as on one device.
 """
 
 import keras
+import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
@@ -20,10 +24,11 @@ class Conv4Embedding(keras.layers.Layer):
         self.pooled_blocks = self.blocks if pooled_blocks is None else int(pooled_blocks)
         self.flatten = bool(flatten)
         self.block_layers = []
+        replicated = tf.distribute.get_strategy().num_replicas_in_sync > 1
         for i in range(self.blocks):
             self.block_layers += [
                 keras.layers.Conv2D(self.filters, 3, padding="same", name=f"conv{i}"),
-                keras.layers.BatchNormalization(name=f"bn{i}"),
+                keras.layers.BatchNormalization(name=f"bn{i}", synchronized=replicated),
                 keras.layers.ReLU(name=f"relu{i}"),
             ]
             if i < self.pooled_blocks:

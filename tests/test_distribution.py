@@ -1,0 +1,144 @@
+"""Training under tf.distribute equals the one-device run: MirroredStrategy over two logical
+CPUs, and MultiWorkerMirroredStrategy as two tools/train.py workers on loopback.
+
+Equal means: the same function (logits with batch statistics on an unseen episode) and the
+same conv kernels and batch-norm scales, to 2% of how far training moved them. Conv biases
+feeding batch norm (and the last batch-norm shift, which the distances cancel) have a true
+gradient of zero; Adam turns the rounding noise of their gradients into steps of
++-learning_rate, which the function ignores, so they are left out of the comparison.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_fewshot import training
+from keras_fewshot.models import build_model
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+TWO_EPISODES_PER_STEP = training.TrainConfig(
+    model="protonet", model_config={"filters": 8}, subset="val", ways=5, shots=1, queries=2,
+    episodes=4, episodes_per_epoch=2, lr_decay_every=2, episodes_per_step=2, seed=3)
+PAIRS = dataclasses.replace(TWO_EPISODES_PER_STEP, model="siamese", episodes_per_step=1,
+                            pairs=8, episodes=2, episodes_per_epoch=2, lr_decay_every=2)
+CONFIGS = {"protonet": TWO_EPISODES_PER_STEP, "siamese": PAIRS}
+
+# Two logical CPU devices must be configured before TensorFlow initialises: a fresh process.
+MIRRORED_RUNS = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras_fewshot import training
+out_dir, data_dir, configs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert strategy.num_replicas_in_sync == 2
+for name, values in configs.items():
+    training.train(training.TrainConfig.from_dict(values), f"{out_dir}/{name}",
+                   data_source=data_dir, verbose=0, strategy=strategy)
+"""
+
+
+@pytest.fixture(scope="module")
+def single_device_runs(omniglot_dir, tmp_path_factory):
+    """{name: model_dir} of every CONFIGS run trained on one device, in this process."""
+    root = tmp_path_factory.mktemp("single")
+    for name, config in CONFIGS.items():
+        training.train(config, root / name, data_source=omniglot_dir, verbose=0)
+    return {name: root / name for name in CONFIGS}
+
+
+@pytest.fixture(scope="module")
+def unseen_episode(vinyals_test, sample_episodes):
+    (inputs, _), = sample_episodes(vinyals_test, 5, 2, 3, 1, seed=21)
+    return inputs
+
+
+def assert_same_training(model_dir, reference_dir, episode):
+    model, reference = (training.model_from_dir(d) for d in (model_dir, reference_dir))
+    assert int(training.Checkpoints(model_dir / "checkpoints").steps()[-1]) == \
+        training.Checkpoints(reference_dir / "checkpoints").steps()[-1]
+    config = training.read_config(reference_dir)
+    keras.utils.set_random_seed(config.seed)  # as train() does before building
+    initial = build_model(config.model, config.model_config)
+    for a, b, start in zip(model.weights, reference.weights, initial.weights):
+        if a.path.endswith(("kernel", "gamma")):
+            # Adam also steps weights whose gradient is ~0 by +-learning_rate on rounding
+            # noise; compare each variable's difference with how far training moved it.
+            change = np.linalg.norm(b.numpy() - start.numpy())
+            assert change > 1e-4, a.path  # it trained
+            assert np.linalg.norm(a.numpy() - b.numpy()) <= 0.02 * change, a.path
+    logits = model(episode, training=True).numpy()
+    expected = reference(episode, training=True).numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_mirrored_over_two_cpus_equals_one_device(single_device_runs, unseen_episode,
+                                                  run_python, omniglot_dir, tmp_path):
+    configs = {name: dataclasses.asdict(config) for name, config in CONFIGS.items()}
+    run_python("-c", MIRRORED_RUNS, tmp_path, omniglot_dir, json.dumps(configs), timeout=600)
+    for name in CONFIGS:
+        assert_same_training(tmp_path / name, single_device_runs[name], unseen_episode)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_workers_on_loopback_equal_one_device(single_device_runs, unseen_episode,
+                                                  omniglot_dir, tmp_path):
+    config = TWO_EPISODES_PER_STEP
+    cluster = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
+    command = [sys.executable, str(REPO_ROOT / "tools" / "train.py"),
+               f"--model_dir={tmp_path / 'run'}", f"--data_dir={omniglot_dir}",
+               "--strategy=multi_worker", "--verbose=2", f"--model={config.model}",
+               f"--model_config={json.dumps(config.model_config)}", f"--subset={config.subset}",
+               f"--ways={config.ways}", f"--shots={config.shots}", f"--queries={config.queries}",
+               f"--episodes={config.episodes}", f"--episodes_per_epoch={config.episodes_per_epoch}",
+               f"--episodes_per_step={config.episodes_per_step}",
+               f"--lr_decay_every={config.lr_decay_every}", f"--seed={config.seed}"]
+    workers = []
+    for index in range(2):
+        scratch = tmp_path / f"tmp{index}"  # where a worker's throw-away files go
+        scratch.mkdir()
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TMPDIR": str(scratch),
+               "TF_CONFIG": json.dumps({"cluster": cluster,
+                                        "task": {"type": "worker", "index": index}})}
+        log = open(tmp_path / f"worker{index}.log", "w")
+        workers.append((subprocess.Popen(command, env=env, stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=REPO_ROOT), log))
+    try:
+        for proc, log in workers:
+            proc.wait(timeout=600)
+            log.close()
+    finally:
+        for proc, _ in workers:
+            if proc.poll() is None:
+                proc.kill()
+    for index, (proc, _) in enumerate(workers):
+        assert proc.returncode == 0, (tmp_path / f"worker{index}.log").read_text()[-3000:]
+    assert_same_training(tmp_path / "run", single_device_runs["protonet"], unseen_episode)
+    assert training.read_config(tmp_path / "run") == config
+    assert not any((tmp_path / "tmp1").iterdir())  # worker 1 wrote nothing that stayed
+
+
+def test_a_step_that_does_not_split_over_the_replicas_is_refused():
+    model = build_model("protonet", {"filters": 8})
+    with pytest.raises(ValueError, match="episodes_per_step=3 does not split evenly over 2 "
+                       "replicas"):
+        training._check_divisible(dataclasses.replace(TWO_EPISODES_PER_STEP,
+                                                      episodes_per_step=3), model, 2)
+    training._check_divisible(TWO_EPISODES_PER_STEP, model, 2)
+    pairs = build_model("siamese", {"filters": 8})
+    with pytest.raises(ValueError, match="pairs=9 does not split evenly over 2 replicas"):
+        training._check_divisible(dataclasses.replace(PAIRS, pairs=9), pairs, 2)
