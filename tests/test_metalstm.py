@@ -16,7 +16,8 @@ from keras_fewshot import training
 from keras_fewshot.layers import Conv4Embedding
 from keras_fewshot.models import MetaLSTMClassifier, build_model
 
-TINY = {"ways": 3, "inner_steps": 3, "filters": 8, "hidden_units": 4}
+TINY = {"ways": 3, "train_inner_steps": 2, "test_inner_steps": 3, "filters": 8,
+        "hidden_units": 4}
 ALPHA = 0.4
 
 
@@ -44,9 +45,9 @@ def episode(make_episode):
     return make_episode(3, 2, 2, np.random.default_rng(5))
 
 
-def sgd_reference(model, episode, query_labels):
-    """T steps of SGD on an ordinary Keras copy of the learner (variables, batch statistics):
-    (query logits, d query loss / d adapted weights, sum over steps of the gradients)."""
+def sgd_reference(model, episode, query_labels, steps):
+    """`steps` steps of SGD on an ordinary Keras copy of the learner (variables, batch
+    statistics): (query logits, d query loss / d adapted weights, the sum of the gradients)."""
     learner = keras.Sequential([keras.Input((28, 28, 1)), Conv4Embedding(model.filters),
                                 keras.layers.Dense(model.ways)])
     for v, c0 in zip(learner.trainable_variables, model.learner.trainable_variables):
@@ -55,7 +56,7 @@ def sgd_reference(model, episode, query_labels):
     query = model.preprocess(episode["query_images"])
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     summed = [tf.zeros_like(v) for v in learner.trainable_variables]
-    for _ in range(model.inner_steps):
+    for _ in range(steps):
         with tf.GradientTape() as tape:
             loss = ce(episode["support_labels"], learner(support, training=True))
         grads = tape.gradient(loss, learner.trainable_variables)
@@ -74,7 +75,7 @@ def flat(tensors):
 
 def test_fixed_gates_adapt_by_gradient_descent(sgd_model, episode):
     inputs, query_labels = episode
-    expected, _, _ = sgd_reference(sgd_model, inputs, query_labels)
+    expected, _, _ = sgd_reference(sgd_model, inputs, query_labels, steps=3)  # test steps
     np.testing.assert_allclose(sgd_model(inputs).numpy(), expected.numpy(), rtol=1e-4,
                                atol=1e-5)
 
@@ -83,12 +84,13 @@ def test_meta_gradient_treats_loss_and_gradient_as_constants(sgd_model, episode)
     """With L_t, grad_t constant, theta_T = c_0 - alpha sum_t grad_t: d loss / d c_0 is the
     query gradient at theta_T, and d loss / d b_i = -alpha(1 - alpha) <that, sum_t grad_t>."""
     inputs, query_labels = episode
-    _, query_grad, summed = sgd_reference(sgd_model, inputs, query_labels)
+    _, query_grad, summed = sgd_reference(sgd_model, inputs, query_labels, steps=2)
     meta = sgd_model.meta_learner
     with tf.GradientTape() as tape:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
             query_labels, sgd_model(inputs, training=True))
-    c0_grad, bias_grad = tape.gradient(loss, [sgd_model.learner.trainable_variables, meta.input_bias])
+    c0_grad, bias_grad = tape.gradient(loss, [sgd_model.learner.trainable_variables,
+                                              meta.input_bias])
     np.testing.assert_allclose(flat(c0_grad), flat(query_grad), rtol=1e-3, atol=1e-6)
     expected = -ALPHA * (1 - ALPHA) * np.dot(flat(query_grad), flat(summed))
     np.testing.assert_allclose(bias_grad.numpy(), expected, rtol=1e-3)
@@ -129,8 +131,10 @@ def test_another_number_of_classes_names_the_problem(model, make_episode, rng):
 
 
 def test_bad_config_names_the_problem():
-    with pytest.raises(ValueError, match="inner_steps >= 1"):
-        build_model("metalstm", {"inner_steps": 0})
+    with pytest.raises(ValueError, match="test_inner_steps must be >= 1"):
+        build_model("metalstm", {"test_inner_steps": 0})
+    with pytest.raises(ValueError, match="ways must be at least 2"):
+        build_model("metalstm", {"ways": 1})
 
 
 def test_trains_with_fit_and_rebuilds_from_its_directory(omniglot_dir, tmp_path, episode):
@@ -144,5 +148,5 @@ def test_trains_with_fit_and_rebuilds_from_its_directory(omniglot_dir, tmp_path,
     for w, w0 in zip(trained.trainable_weights, start.trainable_weights):
         assert not np.array_equal(w.numpy(), w0.numpy()), w.path  # every weight trained
     rebuilt = training.model_from_dir(tmp_path / "run")
-    assert isinstance(rebuilt, MetaLSTMClassifier) and rebuilt.inner_steps == 3
+    assert isinstance(rebuilt, MetaLSTMClassifier) and rebuilt.test_inner_steps == 3
     np.testing.assert_array_equal(rebuilt(episode[0]).numpy(), trained(episode[0]).numpy())

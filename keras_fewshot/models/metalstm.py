@@ -1,11 +1,12 @@
 """The LSTM meta-learner (Ravi & Larochelle 2017): a learned optimizer trains a conv4 learner.
 
 For each episode (Algorithm 1): theta_0 = c_0, the learned initial parameters of the learner
-(conv4 + a dense layer to N classes; 32 filters as in the paper); then T times, L_t and grad_t = the learner's support
-loss and its gradient at theta_{t-1}, and theta_t = MetaLearnerLSTM(theta_{t-1}, grad_t, L_t)
-(eq. 2); the logits are the learner's with theta_T on the queries. `model.fit` minimises the
-query loss after the last update over c_0 and the meta-learner's weights; L_t and grad_t are
-constants to it, as in the paper, so no second derivatives are taken.
+(conv4 and a dense layer to N classes; 32 filters, the paper's learner); then T times, L_t and
+grad_t = the learner's support loss and its gradient at theta_{t-1}, and theta_t =
+MetaLearnerLSTM(theta_{t-1}, grad_t, L_t) (eq. 2); the logits are the learner's with theta_T
+on the queries. `model.fit` minimises the query loss after the last update over c_0 and the
+meta-learner's weights; L_t and grad_t are constants to it, as in the paper, so no second
+derivatives are taken.
 
 Batch normalization uses batch statistics in every pass (the paper's and MAML's choice): the
 support set's in the T updates and the query set's for the logits, also in evaluation and
@@ -28,15 +29,19 @@ class MetaLSTMClassifier(EpisodicClassifier):
     model never changes a variable.
     """
 
-    def __init__(self, ways=5, inner_steps=5, image_size=28, filters=32, hidden_units=20,
-                 forget_bias=5.0, input_bias=-4.5, **kwargs):
+    def __init__(self, ways=5, train_inner_steps=5, test_inner_steps=5, image_size=28,
+                 filters=32, hidden_units=20, forget_bias=5.0, input_bias=-4.5, **kwargs):
         super().__init__(**kwargs)
         self.ways = int(ways)
+        if self.ways < 2:
+            raise ValueError(f"ways must be at least 2, got {ways}")
         self.fixed_ways = self.ways
-        self.inner_steps = int(inner_steps)
-        if self.ways < 2 or self.inner_steps < 1:
-            raise ValueError(f"ways must be >= 2 and inner_steps >= 1, got {ways} and "
-                             f"{inner_steps}")
+        self.train_inner_steps = int(train_inner_steps)
+        self.test_inner_steps = int(test_inner_steps)
+        for name, steps in (("train_inner_steps", train_inner_steps),
+                            ("test_inner_steps", test_inner_steps)):
+            if int(steps) < 1:
+                raise ValueError(f"{name} must be >= 1, got {steps}")
         self.image_size = int(image_size)
         self.filters = int(filters)
         self.preprocess = ImagePreprocessing(self.image_size, name="preprocess")
@@ -64,11 +69,11 @@ class MetaLSTMClassifier(EpisodicClassifier):
             training=True)
         return logits
 
-    def adapt(self, support_images, support_labels):
-        """theta_T after T meta-learner updates on one preprocessed support set [S, s, s, 1]."""
+    def adapt(self, support_images, support_labels, steps):
+        """theta_T after T = `steps` meta-learner updates on one preprocessed support set."""
         theta = self.initial_parameters()
         state = self.meta_learner.initial_state(theta)
-        for _ in range(self.inner_steps):
+        for _ in range(steps):
             # L_t and grad_t are constants to the meta-gradient (the layer stops them too);
             # taking them at stop_gradient(theta) keeps the support passes off the outer tape.
             current = tf.stop_gradient(theta)
@@ -83,7 +88,7 @@ class MetaLSTMClassifier(EpisodicClassifier):
     def classify(self, support_images, support_labels, query_images, num_classes,
                  training=False):
         del num_classes  # validated to equal `ways`
-        del training  # batch statistics in every pass (see the module docstring)
+        steps = self.train_inner_steps if training else self.test_inner_steps
 
         def preprocess(images):  # [B, M, H, W, C] -> [B, M, s, s, 1]
             x = self.preprocess(merge_leading(images))
@@ -91,14 +96,16 @@ class MetaLSTMClassifier(EpisodicClassifier):
 
         def adapt_and_predict(episode):
             support, labels, query = episode
-            return self.learner_logits(self.adapt(support, labels), query)
+            return self.learner_logits(self.adapt(support, labels, steps), query)
 
         return tf.map_fn(adapt_and_predict,
                          (preprocess(support_images), support_labels, preprocess(query_images)),
                          fn_output_signature=tf.TensorSpec([None, self.ways], tf.float32))
 
     def get_config(self):
-        return {**super().get_config(), "ways": self.ways, "inner_steps": self.inner_steps,
+        return {**super().get_config(), "ways": self.ways,
+                "train_inner_steps": self.train_inner_steps,
+                "test_inner_steps": self.test_inner_steps,
                 "image_size": self.image_size, "filters": self.filters,
                 "hidden_units": self.meta_learner.hidden_units,
                 "forget_bias": self.meta_learner.forget_bias_init,
