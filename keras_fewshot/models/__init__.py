@@ -4,13 +4,14 @@ from keras_fewshot.models.episodic import (EPISODE_KEYS, EpisodicClassifier, dum
                                            validate_episode)
 from keras_fewshot.models.maml import MAMLClassifier, MAMLRegressor
 from keras_fewshot.models.matching import MatchingNetwork
+from keras_fewshot.models.metalstm import MetaLSTMClassifier
 from keras_fewshot.models.protonet import PrototypicalNetwork
 from keras_fewshot.models.relation import RelationNetwork
 from keras_fewshot.models.siamese import SiameseNetwork
 
 MODELS = {"protonet": PrototypicalNetwork, "matching": MatchingNetwork,
           "relation": RelationNetwork, "siamese": SiameseNetwork, "maml": MAMLClassifier,
-          "maml_regressor": MAMLRegressor}
+          "maml_regressor": MAMLRegressor, "metalstm": MetaLSTMClassifier}
 
 
 def build_model(name, config=None):
