@@ -229,8 +229,7 @@ def test_overwrite_replaces_the_directory(model, tmp_path, request_episode, expe
     ("matching", {"filters": 8, "fce": True, "fce_steps": 2}), ("relation", {"filters": 8}),
     ("siamese", {"filters": 8, "dense_units": 8}),
     ("maml", {"filters": 8, "ways": 5, "algorithm": "metasgd", "test_inner_steps": 2}),
-    ("metalstm", {"filters": 8, "train_inner_steps": 1, "test_inner_steps": 2,
-                  "hidden_units": 4})])
+    ("metalstm", {"filters": 8, "inner_learning_rate": 0.5, "test_inner_steps": 2})])
 def test_every_model_family_serves_its_keras_answers(name, config, request_episode, tmp_path,
                                                      np_softmax):
     """For the MAML family the signature adapts and predicts: its inner loop runs inside."""

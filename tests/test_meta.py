@@ -1,8 +1,11 @@
-"""keras_fewshot.meta: MAML (second and first order), Meta-SGD and Reptile against numpy.
+"""keras_fewshot.meta: MAML (second and first order), Meta-SGD, Reptile and the LSTM
+meta-learner against numpy.
 
 The learner is a linear model y = x w + b (MAMLRegressor with no hidden layer), whose inner
 update, meta-gradient and Reptile interpolation have closed forms; the meta-gradient of two
-inner steps is also checked against finite differences of a numpy re-computation.
+inner steps is also checked against finite differences of a numpy re-computation. The LSTM
+meta-learner with its gates fixed (forget 1, input alpha) takes exactly MAML's steps, so the
+same closed forms check it.
 """
 
 import keras
@@ -10,8 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_fewshot.meta import MAML, MetaSGD, Reptile
-from keras_fewshot.models import MAMLClassifier, MAMLRegressor
+from keras_fewshot.meta import MAML, MetaLSTM, MetaSGD, Reptile
+from keras_fewshot.models import MAMLClassifier, MAMLRegressor, MetaLSTMClassifier, build_model
 
 ALPHA = 0.05
 DIM = 3
@@ -257,8 +260,9 @@ def tiny_classifier(algorithm="maml", ways=3, **options):
                           inner_learning_rate=0.1, **{"test_inner_steps": 1, **options})
 
 
-def test_adaptation_leaves_the_learner_variables_untouched(make_episode, rng):
-    model = tiny_classifier(train_inner_steps=2)
+@pytest.mark.parametrize("algorithm", ["maml", "metalstm"])
+def test_adaptation_leaves_the_learner_variables_untouched(algorithm, make_episode, rng):
+    model = tiny_classifier(algorithm, train_inner_steps=2)
     for w in model.weights:  # batch-norm moving statistics away from their defaults too
         w.assign(w.numpy() + rng.normal(0, 0.1, w.shape).astype(np.float32))
     before = [w.numpy().copy() for w in model.weights]
@@ -297,7 +301,7 @@ def graph_nodes(function, *specs):
     return len(graph.node) + sum(len(f.node_def) for f in graph.library.function)
 
 
-@pytest.mark.parametrize("algorithm", ["maml", "metasgd", "reptile"])
+@pytest.mark.parametrize("algorithm", ["maml", "metasgd", "reptile", "metalstm"])
 def test_traced_graph_does_not_grow_with_the_number_of_tasks(algorithm):
     model = linear_model(algorithm, steps=2)
 
@@ -319,7 +323,7 @@ def test_traced_graph_does_not_grow_with_the_number_of_tasks(algorithm):
 
 def test_meta_layer_config_round_trip():
     learner = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    for cls in (MAML, MetaSGD, Reptile):
+    for cls in (MAML, MetaSGD, Reptile, MetaLSTM):
         layer = cls(learner, loss="mse", inner_learning_rate=0.3, train_inner_steps=2,
                     test_inner_steps=4, first_order=True)
         clone = cls.from_config(layer.get_config())
@@ -349,3 +353,98 @@ def test_meta_step_benchmark_row():
     row = benchmark.meta_step_ms(config, None, repeats=2)
     assert (row["measure"], row["tasks"], row["train_inner_steps"]) == ("meta_step_ms", 4, 2)
     assert row["first_step_s"] >= 0 and row["ms_median"] > 0 and row["peak_memory_mb"] > 0
+
+
+# --- The LSTM meta-learner (Ravi & Larochelle 2017) ---
+
+def metalstm_as_gradient_descent(steps, first_order):
+    """The linear model with the "metalstm" algorithm, its LSTM's gates fixed at f = 1
+    (sigmoid(50) in float32) and i = sigmoid(logit(ALPHA)) = ALPHA: MAML's inner steps."""
+    model = linear_model("metalstm", steps=steps, first_order=first_order)
+    rule = model.meta.update_rule
+    for kernel in (rule.forget_kernel, rule.input_kernel):
+        kernel.assign(np.zeros(kernel.shape, np.float32))
+    rule.forget_bias.assign(50.0)
+    np.testing.assert_allclose(1 / (1 + np.exp(-rule.input_bias.numpy())), ALPHA, rtol=1e-6)
+    return model
+
+
+def test_metalstm_with_fixed_gates_takes_gradient_steps(tasks):
+    inputs, _ = tasks
+    model = metalstm_as_gradient_descent(steps=2, first_order=True)
+    w, b = weights(model)
+    params, outputs = model.meta.adapt(model.meta.initial_weights(),
+                                       tf.constant(inputs["support_x"][0]),
+                                       tf.constant(inputs["support_y"][0]), 2)
+    for actual, wanted in zip(params, numpy_adapt(w, b, inputs["support_x"][0],
+                                                  inputs["support_y"][0], 2)):
+        np.testing.assert_allclose(actual.numpy(), wanted, rtol=1e-5, atol=1e-6)
+    before_last = numpy_adapt(w, b, inputs["support_x"][0], inputs["support_y"][0], 1)
+    np.testing.assert_allclose(outputs.numpy(),
+                               inputs["support_x"][0] @ before_last[0] + before_last[1],
+                               rtol=1e-5, atol=1e-5)
+    predictions = model(inputs).numpy()
+    for i in range(len(predictions)):
+        aw, ab = numpy_adapt(w, b, inputs["support_x"][i], inputs["support_y"][i], 2)
+        np.testing.assert_allclose(predictions[i], inputs["query_x"][i] @ aw + ab, rtol=1e-4,
+                                   atol=1e-5)
+
+
+def test_metalstm_first_order_treats_loss_and_gradient_as_constants(tasks):
+    """theta_T = theta - sigmoid(b_i) sum_t g_t with the g_t constant: d L_q / d theta is
+    grad L_q(theta_T) (first-order MAML's) and d L_q / d b_i = -alpha (1 - alpha)
+    <grad L_q(theta_T), sum_t g_t>, averaged over tasks."""
+    inputs, query_y = tasks
+    model = metalstm_as_gradient_descent(steps=2, first_order=True)
+    w, b = weights(model)
+    expected = [np.zeros_like(w), np.zeros_like(b)]
+    expected_bias = 0.0
+    for sx, sy, qx, qy in zip(inputs["support_x"], inputs["support_y"], inputs["query_x"],
+                              query_y):
+        grads = mse_gradient(*numpy_adapt(w, b, sx, sy, 2), qx, qy)
+        expected = [e + g / len(query_y) for e, g in zip(expected, grads)]
+        steps = [mse_gradient(*numpy_adapt(w, b, sx, sy, t), sx, sy) for t in range(2)]
+        expected_bias -= ALPHA * (1 - ALPHA) * sum(
+            np.sum(g * (s0 + s1)) for g, s0, s1 in zip(grads, *steps)) / len(query_y)
+    gradients = meta_gradient(model, inputs, query_y)
+    np.testing.assert_allclose(gradients[0], expected[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gradients[1], expected[1], rtol=1e-4, atol=1e-5)
+    rule = model.meta.update_rule
+    bias = [i for i, v in enumerate(model.trainable_variables) if v is rule.input_bias]
+    np.testing.assert_allclose(gradients[bias[0]], expected_bias, rtol=1e-3)
+
+
+def test_metalstm_second_order_matches_finite_differences(tasks):
+    inputs, query_y = tasks
+    model = metalstm_as_gradient_descent(steps=2, first_order=False)
+    theta = np.concatenate([weights(model)[0].ravel(), weights(model)[1]])
+    eps = 1e-5
+    numeric = np.array([(numpy_meta_loss(theta + eps * e, inputs, query_y, 2)
+                         - numpy_meta_loss(theta - eps * e, inputs, query_y, 2)) / (2 * eps)
+                        for e in np.eye(DIM + 1)])
+    gw, gb = meta_gradient(model, inputs, query_y)[:2]
+    np.testing.assert_allclose(np.concatenate([gw.ravel(), gb]), numeric, rtol=1e-3, atol=1e-5)
+
+
+def test_metalstm_meta_gradient_reaches_every_weight(tasks):
+    inputs, query_y = tasks
+    model = linear_model("metalstm", steps=2, first_order=True)
+    for v, g in zip(model.trainable_variables, meta_gradient(model, inputs, query_y)):
+        assert np.isfinite(g).all() and np.abs(g).max() > 0, v.path
+
+
+def test_metalstm_refuses_a_starting_rate_outside_0_1():
+    with pytest.raises(ValueError, match=r"inner_learning_rate .* must be in \(0, 1\)"):
+        MAMLRegressor(algorithm="metalstm", hidden_units=(), inner_learning_rate=1.5)
+
+
+def test_metalstm_classifier_has_the_papers_defaults():
+    model = build_model("metalstm", {"filters": 4, "image_size": 16})
+    assert isinstance(model, MetaLSTMClassifier) and isinstance(model.meta, MetaLSTM)
+    config = model.get_config()
+    assert (config["train_inner_steps"], config["test_inner_steps"], config["first_order"],
+            config["inner_learning_rate"]) == (5, 5, True, 0.011)
+    assert MetaLSTMClassifier().filters == 32 and model.meta.update_rule.hidden_units == 20
+    np.testing.assert_allclose(model.meta.update_rule.input_bias.numpy(), -4.5, atol=0.01)
+    with pytest.raises(ValueError, match="algorithm is 'metalstm'.*--model=maml"):
+        MetaLSTMClassifier(algorithm="maml")

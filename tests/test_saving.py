@@ -17,7 +17,7 @@ FAMILIES = {
     "matching": ("matching", TINY),
     "matching_fce": ("matching", {**TINY, "fce": True, "fce_steps": 2}),
     "metalstm": ("metalstm", {**TINY, "ways": 3, "train_inner_steps": 1,
-                              "test_inner_steps": 2, "hidden_units": 4}),
+                              "test_inner_steps": 2}),
     "relation": ("relation", {**TINY, "hidden_units": 4}),
     "siamese": ("siamese", TINY),
     "siamese_dense": ("siamese", {**TINY, "dense_units": 8}),

@@ -10,8 +10,8 @@ share the meta-learner's weights (Andrychowicz et al. 2016). One update, for eac
     theta_t = f_t * theta_{t-1} + i_t * (-grad_t)                  eq. 2 (c_t = theta_t)
 
 with grad_t = the gradient of the learner's loss L_t at theta_{t-1}, and pre(x) = (log|x| / p,
-sign x) if |x| >= e^-p else (-1, e^p x). As in the paper, L_t and grad_t are treated as
-independent of the meta-learner's weights (no gradient flows back through them).
+sign x) if |x| >= e^-p else (-1, e^p x). Whether L_t and grad_t are constants to the
+meta-gradient (the paper's simplification) is the caller's choice (keras_fewshot.meta.MetaLSTM).
 """
 
 import math
@@ -71,18 +71,16 @@ class MetaLearnerLSTM(keras.layers.Layer):
             name="input_bias")
 
     def initial_state(self, theta):
-        """Zero state for parameters theta [P]: (h [P, H], s [P, H], f [P], i [P])."""
-        hidden = tf.zeros(tf.stack([tf.size(theta), self.hidden_units]), theta.dtype)
+        """Zero state for parameters theta [P] (P static): (h [P, H], s [P, H], f [P], i [P])."""
+        hidden = tf.zeros((theta.shape[0], self.hidden_units), theta.dtype)
         gate = tf.zeros_like(theta)
         return hidden, hidden, gate, gate
 
     def call(self, theta, gradient, loss, state):
         h, s, forget, input_gate = state
-        gradient = tf.stop_gradient(gradient)
-        loss = tf.stop_gradient(tf.cast(loss, theta.dtype))
+        loss = preprocess_gradient(tf.cast(loss, theta.dtype), self.p)
         x = tf.concat([preprocess_gradient(gradient, self.p),
-                       tf.broadcast_to(preprocess_gradient(loss, self.p),
-                                       tf.stack([tf.size(theta), 2]))], axis=-1)
+                       tf.broadcast_to(loss, (theta.shape[0], 2))], axis=-1)
         h, (h, s) = self.first_layer(x, (h, s))
         forget = self._gate(self.forget_kernel, self.forget_bias, h, theta, forget)
         input_gate = self._gate(self.input_kernel, self.input_bias, h, theta, input_gate)

@@ -189,9 +189,6 @@ class Reptile(MAML):
         return [p - tf.reduce_mean(phi, axis=0) for p, phi in zip(params, adapted)], outputs
 
 
-ALGORITHMS = {"maml": MAML, "metasgd": MetaSGD, "reptile": Reptile}
-
-
 class MetaTrainStep:
     """keras.Model mixin: `fit` on batches of tasks through a MAML-family layer.
 

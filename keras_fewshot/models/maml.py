@@ -2,8 +2,9 @@
 a regressor for regression tasks such as sinusoids.
 
 `algorithm` picks the meta-algorithm ("maml", "metasgd", "reptile"; MAML's `first_order`
-switch gives first-order MAML); every other argument is the meta-algorithm's (inner learning
-rate, inner steps when training and when testing). One class per task type, not per
+switch gives first-order MAML; "metalstm", the LSTM meta-learner, whose inner learning rate is
+the LSTM's starting one); every other argument is the meta-algorithm's (inner learning rate,
+inner steps when training and when testing). One class per task type, not per
 algorithm: the algorithms differ only in the wrapped layer, which config.json records.
 """
 
