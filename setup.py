@@ -19,5 +19,6 @@ setup(
         "numpy",
         "absl-py",
     ],
-    extras_require={"test": ["pytest", "pillow"]},
+    extras_require={"test": ["pytest", "pillow", "matplotlib"],
+                    "plot": ["matplotlib"]},  # figures of the model cards (plotting.py)
 )

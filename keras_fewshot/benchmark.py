@@ -1,4 +1,5 @@
-"""Speed and memory measurements: training and inference ms per episode, input episodes/s.
+"""Speed and memory measurements: training and inference ms per episode (or label sequence),
+input episodes (sequences)/s.
 
 Each function returns a dict ready to print as one JSON line. Times are medians over
 `repeats` runs after warm-up; they depend on the machine and on whatever else runs on it.
@@ -14,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_fewshot import export, training
-from keras_fewshot.data import episode_dataset
+from keras_fewshot.data import episode_dataset, sequence_dataset
 
 
 def _timed(fn, repeats, warmup=2):
@@ -44,8 +45,12 @@ def train_step_ms(model, config, data, repeats=10, jit_compile=False):
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=model.training_loss(),
                   jit_compile=jit_compile)
     inputs, labels = next(iter(training.training_dataset(config, model, data)))
-    shape = (f"{config.pairs} pairs" if model.training_task == "pairs"
-             else f"{config.ways}w{config.shots}s{config.queries}q")
+    if model.training_task == "pairs":
+        shape = f"{config.pairs} pairs"
+    elif model.training_task == "sequences":
+        shape = f"{config.episodes_per_step} sequences of {config.ways}x{config.instances}"
+    else:
+        shape = f"{config.ways}w{config.shots}s{config.queries}q"
     return {"measure": "train_ms_per_episode", "episode": shape,
             **_timed(lambda: model.train_on_batch(inputs, labels), repeats)}
 
@@ -100,6 +105,42 @@ def pipeline_episodes_per_s(data, ways, shots, queries, episodes=500):
     rate = episodes / (time.perf_counter() - start)
     return {"measure": "pipeline_episodes_per_s", "episode": f"{ways}w{shots}s{queries}q",
             "episodes_per_s": round(rate, 1), "episodes": episodes}
+
+
+def _sequence(data, classes, instances):
+    return next(iter(sequence_dataset(data.images, data.labels, classes, instances, seed=0,
+                                      num_sequences=1)))
+
+
+def sequence_inference_ms(model, data, classes, instances, repeats=20):
+    """A forward pass (training=False) on one label sequence, inside a tf.function."""
+    inputs, _ = _sequence(data, classes, instances)
+    predict = tf.function(lambda x: model(x, training=False))
+    return {"measure": "inference_ms_per_sequence", "sequence": f"{classes}x{instances}",
+            **_timed(lambda: predict(inputs).numpy(), repeats)}
+
+
+def sequence_serving_ms(saved_model_dir, data, classes, instances, repeats=50):
+    """One request (a whole sequence) through a loaded SavedModel's sequence signature."""
+    serve = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+    inputs, _ = _sequence(data, classes, instances)
+    return {"measure": "serving_ms_per_request", "sequence": f"{classes}x{instances}",
+            **_timed(lambda: serve(**inputs)["classes"].numpy(), repeats)}
+
+
+def pipeline_sequences_per_s(data, classes, instances, sequences=500, distort=False):
+    """The input pipeline alone: sequences per second delivered by `sequence_dataset`."""
+    dataset = sequence_dataset(data.images, data.labels, classes, instances, seed=0,
+                               num_sequences=sequences + 10, distort=distort)
+    iterator = iter(dataset)
+    for _ in range(10):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(sequences):
+        next(iterator)
+    rate = sequences / (time.perf_counter() - start)
+    return {"measure": "pipeline_sequences_per_s", "sequence": f"{classes}x{instances}",
+            "distort": distort, "sequences_per_s": round(rate, 1), "sequences": sequences}
 
 
 def peak_memory_mb():

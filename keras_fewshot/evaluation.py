@@ -1,4 +1,4 @@
-"""Few-shot accuracy over many test episodes, with 95% confidence intervals.
+"""Few-shot accuracy over many test episodes (or sequences), with 95% confidence intervals.
 
 Protocols:
   "vinyals": N-way K-shot episodes over the Vinyals test classes (character x rotation),
@@ -8,6 +8,9 @@ Protocols:
   "sinusoid": regression tasks of the test stream (Finn et al. 2017, sec. 5.1), K = 5
              support points, 100 query points; mean-squared error after 1, 5 and 10 inner
              steps (models that adapt, such as MAMLRegressor).
+Sequence models (training_task "sequences") are measured on label sequences of the same
+test classes instead: accuracy by instance, i.e. how often the k-th presentation of a class
+in a sequence is labelled right (Santoro et al. 2016, table 1), for k = 1..instances.
 """
 
 import math
@@ -16,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_fewshot.data import episode_dataset, load_split, sinusoid_tasks
+from keras_fewshot.data import episode_dataset, load_split, sequence_dataset, sinusoid_tasks
 from keras_fewshot.data.sinusoid import X_RANGE, sinusoid, sinusoid_parameters, sinusoid_task
 
 PROTOCOLS = {
@@ -26,6 +29,7 @@ PROTOCOLS = {
              "settings": ((20, 1),)},
     "sinusoid": {"settings": ((5,),), "queries": 100, "inner_steps": (1, 5, 10)},
 }
+PAPER_INSTANCES = (1, 2, 3, 4, 5, 10)  # the presentations Santoro et al.'s table reports
 
 
 def mean_and_ci95(values):
@@ -74,7 +78,9 @@ def evaluate(model, protocol="vinyals", episodes=1000, queries=None, seed=0, dat
     Accuracy and ci95 are fractions. Episodes are a function of `seed` alone, so the same
     call gives the same episodes on any machine. Settings default to those of the protocol
     that the model can do; queries to 15 per class. The "sinusoid" protocol gives
-    `evaluate_sinusoid`'s rows (settings are (K,) tuples, `episodes` counts tasks).
+    `evaluate_sinusoid`'s rows (settings are (K,) tuples, `episodes` counts tasks); a
+    sequence model gives `evaluate_sequences`' rows on the protocol's classes (`episodes`
+    counts sequences).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; expected one of {sorted(PROTOCOLS)}")
@@ -86,6 +92,13 @@ def evaluate(model, protocol="vinyals", episodes=1000, queries=None, seed=0, dat
                                              inner_steps=spec["inner_steps"])]
     queries = queries or 15
     data = load_split(spec["split"], spec["subset"], source=data_source, image_size=image_size)
+    if getattr(model, "training_task", None) == "sequences":
+        if settings:
+            raise ValueError("N-way K-shot settings do not apply to a sequence model: it is "
+                             f"measured on sequences of its {model.classes} classes")
+        return evaluate_sequences(model, data, protocol, sequences=episodes, seed=seed,
+                                  groups=data.groups if spec["within_group"] else None,
+                                  sequences_per_batch=episodes_per_batch, verbose=verbose)
     rows = []
     for ways, shots in settings or default_settings(model, protocol):
         batch = math.gcd(episodes, episodes_per_batch)
@@ -141,8 +154,84 @@ def sinusoid_curves(model, count=3, shots=5, inner_steps=(0, 1, 10), seed=0, poi
                             for steps in inner_steps}}
 
 
+def instance_numbers(labels):
+    """int [B, T] -> [B, T]: labels[b, t] is the k-th presentation of its class (1-based)."""
+    labels = tf.cast(labels, tf.int32)
+    onehot = tf.one_hot(labels, tf.reduce_max(labels) + 1, dtype=tf.int32)
+    return tf.reduce_sum(tf.cumsum(onehot, axis=1) * onehot, axis=-1)
+
+
+def sequence_hits(model, dataset, sequences, verbose=1):
+    """(hits bool [M, T], instance numbers int [M, T]) of `model` over batched sequences."""
+
+    @tf.function(reduce_retracing=True)
+    def predict(inputs, labels):
+        logits = model(inputs, training=False)
+        hits = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32),
+                        tf.cast(labels, tf.int32))
+        return hits, instance_numbers(labels)
+
+    progress = keras.utils.Progbar(sequences, verbose=verbose, unit_name="sequence")
+    hits, instances = [], []
+    for inputs, labels in dataset:
+        h, k = predict(inputs, labels)
+        hits.append(h.numpy())
+        instances.append(k.numpy())
+        progress.add(len(hits[-1]))
+    return np.concatenate(hits), np.concatenate(instances)
+
+
+def evaluate_sequences(model, data, protocol, sequences=1000, instances=10, seed=0,
+                       groups=None, sequences_per_batch=10, verbose=1):
+    """Rows {"protocol", "classes", "instances", "sequences", "instance", "accuracy", "ci95"},
+    one per instance k = 1..instances: the accuracy of the k-th presentations (fractions;
+    the interval is over sequences, each scored by the mean over its classes)."""
+    batch = math.gcd(sequences, sequences_per_batch)
+    dataset = sequence_dataset(data.images, data.labels, model.classes, instances,
+                               groups=groups, seed=seed, num_sequences=sequences,
+                               batch_size=batch)
+    if verbose:
+        print(f"{protocol}: {sequences} sequences of {model.classes} classes x {instances} "
+              "instances")
+    hits, numbers = sequence_hits(model, dataset, sequences, verbose)
+    rows = []
+    for k in range(1, instances + 1):
+        per_sequence = np.array([h[n == k].mean() for h, n in zip(hits, numbers)])
+        accuracy, ci95 = mean_and_ci95(per_sequence)
+        rows.append({"protocol": protocol, "classes": model.classes, "instances": instances,
+                     "sequences": sequences, "instance": k, "accuracy": accuracy,
+                     "ci95": ci95})
+    return rows
+
+
+def _ordinal(k):
+    """The English ordinal of k: 1st, 2nd, 3rd, 4th, ..., 11th, ..., 21st."""
+    suffixes = {1: "st", 2: "nd", 3: "rd"}
+    return str(k) + ("th" if 10 <= k % 100 < 20 else suffixes.get(k % 10, "th"))
+
+
+def sequence_markdown_table(rows, instances=PAPER_INSTANCES):
+    """Accuracy by instance as Markdown: one line per protocol and class count, a column per
+    reported presentation (percent ± 95% CI)."""
+    keys = sorted({(r["protocol"], r["classes"], r["sequences"]) for r in rows},
+                  key=lambda key: (key[0], key[1]))
+    shown = [k for k in instances if any(r["instance"] == k for r in rows)]
+    lines = ["| protocol | classes | sequences | " + " | ".join(map(_ordinal, shown)) + " |",
+             "|---|---|---|" + "---|" * len(shown)]
+    for protocol, classes, count in keys:
+        cells = {r["instance"]: f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f}"
+                 for r in rows if (r["protocol"], r["classes"], r["sequences"])
+                 == (protocol, classes, count)}
+        lines.append(f"| {protocol} | {classes} | {count} | "
+                     + " | ".join(cells.get(k, "") for k in shown) + " |")
+    return "\n".join(lines)
+
+
 def markdown_table(rows):
-    """The accuracy (or, for regression rows, mean-squared error) table as Markdown."""
+    """The accuracy (or, for regression rows, mean-squared error) table as Markdown;
+    sequence rows give accuracy by instance (`sequence_markdown_table`)."""
+    if rows and "instance" in rows[0]:
+        return sequence_markdown_table(rows)
     if rows and "mse" in rows[0]:
         lines = ["| protocol | K | inner steps | tasks | MSE | 95% CI |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['protocol']} | {r['shots']} | {r['inner_steps']} | {r['tasks']} "

@@ -9,6 +9,12 @@
 For the MAML family this is "adapt and predict": the inner loop on the support set runs
 inside the SavedModel (its gradients are part of the graph), then the queries are scored.
 
+A sequence model (training_task "sequences") gets the sequence signature instead:
+
+    inputs:  images uint8 [T, H, W, C], labels int32 [T] (labels[t] is the true label of
+             images[t]; step t sees labels before t only, the last label is never read)
+    outputs: probabilities float32 [T, N], classes int32 [T] (per step)
+
 The directory is written next to its destination and renamed into place, so an interrupted
 export never leaves a directory that looks like a model; `load_serving` checks a directory is
 complete before loading its signature.
@@ -28,24 +34,40 @@ SERVING_INPUTS = (
     tf.TensorSpec([None], tf.int32, name="support_labels"),
     tf.TensorSpec([None, None, None, None], tf.uint8, name="query_images"),
 )
+SEQUENCE_SERVING_INPUTS = (
+    tf.TensorSpec([None, None, None, None], tf.uint8, name="images"),
+    tf.TensorSpec([None], tf.int32, name="labels"),
+)
+
+
+def _answers(logits):
+    probabilities = tf.nn.softmax(logits, axis=-1)
+    return {"probabilities": probabilities,
+            "classes": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
 
 
 def export_saved_model(model, path, overwrite=False):
-    """Writes `model` (an episodic classifier) as a SavedModel at `path`; returns the path."""
+    """Writes `model` (an episodic classifier or a sequence model) as a SavedModel at `path`;
+    returns the path."""
     path = pathlib.Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
 
     def serve(support_images, support_labels, query_images):
-        logits = model({"support_images": support_images, "support_labels": support_labels,
-                        "query_images": query_images}, training=False)
-        probabilities = tf.nn.softmax(logits, axis=-1)
-        return {"probabilities": probabilities,
-                "classes": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
+        return _answers(model({"support_images": support_images,
+                               "support_labels": support_labels,
+                               "query_images": query_images}, training=False))
+
+    def serve_sequence(images, labels):
+        return _answers(model({"images": images, "labels": labels}, training=False))
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serving_default", serve, input_signature=list(SERVING_INPUTS))
+    if getattr(model, "training_task", None) == "sequences":
+        archive.add_endpoint("serving_default", serve_sequence,
+                             input_signature=list(SEQUENCE_SERVING_INPUTS))
+    else:
+        archive.add_endpoint("serving_default", serve, input_signature=list(SERVING_INPUTS))
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:

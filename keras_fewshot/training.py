@@ -1,4 +1,5 @@
-"""Episodic training with `model.fit`: config next to the checkpoints, automatic resume.
+"""Training with `model.fit` on episodes, pairs or label sequences (whichever the model's
+`training_task` names): config next to the checkpoints, automatic resume.
 
 A training directory holds:
   config.json          the TrainConfig: `evaluate` and `export` rebuild the exact model from it
@@ -14,6 +15,7 @@ before the broken weights reach a checkpoint.
 """
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -25,8 +27,9 @@ import h5py
 import keras
 import tensorflow as tf
 
-from keras_fewshot.data import episode_dataset, load_split, pair_dataset, sinusoid_tasks
-from keras_fewshot.models import build_model
+from keras_fewshot.data import (episode_dataset, load_split, pair_dataset, sequence_dataset,
+                                sinusoid_tasks)
+from keras_fewshot.models import MODELS, build_model
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 CONFIG_FILE = "config.json"
@@ -44,13 +47,15 @@ class TrainConfig:
     split: str = "vinyals"
     subset: str = "trainval"
     rotations: bool = False  # Lake split: rotated characters as extra training classes
-    ways: int = 60
+    ways: int = 60  # sequence-trained models: classes per sequence
     shots: int = 5
     queries: int = 5
     within_alphabet: bool = False  # episodes' classes (pairs: negatives) from one alphabet
     episodes_per_step: int = 1
     pairs: int = 128  # pair-trained models: pairs per step (one "episode" = one batch)
-    distort: bool = False  # pair-trained models: Koch et al.'s random affine distortions
+    instances: int = 10  # sequence-trained models: examples of each class per sequence
+    distort: bool = False  # random distortions: Koch et al.'s affine maps for pairs,
+    #                        Santoro et al.'s rotations and translations for sequences
     episodes: int = 10000
     episodes_per_epoch: int = 500
     optimizer: str = "adam"  # "adam", or "sgd" (Reptile's outer update with lr epsilon)
@@ -64,7 +69,7 @@ class TrainConfig:
 
     def validate(self):
         """Raises ValueError when the numbers cannot make a run that trains its budget."""
-        for name in ("ways", "shots", "queries", "episodes_per_step", "episodes",
+        for name in ("ways", "shots", "queries", "instances", "episodes_per_step", "episodes",
                      "episodes_per_epoch", "lr_decay_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -83,7 +88,15 @@ class TrainConfig:
 
     @property
     def image_size(self):
-        return int(self.model_config.get("image_size", 28))
+        """The model's input resolution: model_config's image_size, else the model's default
+        (28, or 20 for the sequence models), so the data is cached at what the model sees."""
+        if "image_size" in self.model_config:
+            return int(self.model_config["image_size"])
+        if self.model in MODELS:
+            default = inspect.signature(MODELS[self.model]).parameters.get("image_size")
+            if default is not None:
+                return int(default.default)
+        return 28
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -264,7 +277,8 @@ def _write_config(model_dir: pathlib.Path, config: TrainConfig):
 
 
 def training_dataset(config: TrainConfig, model, data, start=0):
-    """The stream `model` trains on from element `start`: episodes, or same/different pairs."""
+    """The stream `model` trains on from element `start`: episodes, same/different pairs,
+    or batches of `episodes_per_step` label sequences (one sequence counts as an episode)."""
     remaining = config.episodes - start
     if (config.dataset == "sinusoid") != (model.training_task == "regression_tasks"):
         raise ValueError(f"{config.model} trains on {model.training_task}; dataset "
@@ -273,6 +287,15 @@ def training_dataset(config: TrainConfig, model, data, start=0):
         return sinusoid_tasks(config.shots, config.queries, seed=config.seed, start=start,
                               num_tasks=remaining, batch_size=config.episodes_per_step)
     groups = data.groups if config.within_alphabet else None
+    if model.training_task == "sequences":
+        if config.ways != model.classes:
+            raise ValueError(f"This {config.model} model classifies {model.classes} classes, but "
+                             f"ways={config.ways} asks for sequences of {config.ways} classes; "
+                             "set ways to the model's classes")
+        return sequence_dataset(data.images, data.labels, config.ways, config.instances,
+                                groups=groups, seed=config.seed, start=start,
+                                num_sequences=remaining, batch_size=config.episodes_per_step,
+                                distort=config.distort)
     if model.training_task == "pairs":
         if config.episodes_per_step != 1:
             raise ValueError("pair-trained models take one batch of pairs per step: set "

@@ -39,6 +39,13 @@ def vinyals_test(omniglot_dir):
     return load_split("vinyals", "test", source=omniglot_dir)
 
 
+@pytest.fixture(scope="session")
+def vinyals_test_20(omniglot_dir):
+    """The Vinyals test classes at the sequence models' 20x20."""
+    from keras_fewshot.data import load_split
+    return load_split("vinyals", "test", source=omniglot_dir, image_size=20)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

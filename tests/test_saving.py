@@ -25,6 +25,9 @@ FAMILIES = {
     "maml_metasgd": ("maml", {**TINY, "ways": 3, "algorithm": "metasgd",
                               "test_inner_steps": 1}),
     "maml_regressor": ("maml_regressor", {"hidden_units": [8, 8], "algorithm": "metasgd"}),
+    "mann": ("mann", {"classes": 3, "units": 8, "memory_size": 6, "word_size": 4,
+                      "read_heads": 2}),
+    "sequence_lstm": ("sequence_lstm", {"classes": 3, "units": 8}),
 }
 
 
@@ -47,10 +50,14 @@ def perturbed_model(name, config, seed):
 
 @pytest.fixture(scope="module")
 def episodes(make_episode):
+    """Inputs of both contracts: {"episodes": [single, batched], "sequences": [...]}."""
     rng = np.random.default_rng(11)
     single, _ = make_episode(3, [1, 2, 3], 2, rng)  # uneven shots, 6 queries
     batched, _ = make_episode(3, 2, 2, rng, batch=2)
-    return single, batched
+    sequences = [{"images": rng.integers(0, 256, (*lead, 20, 20, 1), dtype=np.uint8),
+                  "labels": rng.integers(0, 3, lead).astype(np.int32)}
+                 for lead in ((7,), (2, 5))]
+    return {"episodes": [single, batched], "sequences": sequences}
 
 
 def regression_tasks():
@@ -59,9 +66,11 @@ def regression_tasks():
              for k in ("support_x", "support_y", "query_x")}]
 
 
-def answers(model, episodes):
+def answers(model, inputs):
     if model.training_task == "regression_tasks":
         return [model(task).numpy() for task in regression_tasks()]
+    task = "sequences" if model.training_task == "sequences" else "episodes"
+    episodes = inputs[task]
     out = [model(e).numpy() for e in episodes]
     if model.training_task == "pairs":  # the Siamese pair scorer is a second entry point
         images = episodes[0]["query_images"]

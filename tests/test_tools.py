@@ -103,3 +103,24 @@ def test_benchmark_tool_times_a_regression_zoo_model_by_its_meta_step(run_python
     assert (row["model"], row["tasks"]) == ("maml_sinusoid", 25)
     assert row["episode"] == "5 support + 10 query points"
     assert row["ms_median"] > 0 and row["peak_memory_mb"] > 0
+
+
+TINY_LSTM = {"classes": 3, "image_size": 8, "units": 8}
+
+
+def test_tools_train_evaluate_and_plot_a_sequence_model(run_python, omniglot_dir, tmp_path):
+    model_dir = tmp_path / "run"
+    run_python(TOOLS_DIR / "train.py", f"--model_dir={model_dir}", f"--data_dir={omniglot_dir}",
+               "--model=sequence_lstm", f"--model_config={json.dumps(TINY_LSTM)}",
+               "--subset=val", "--ways=3", "--instances=2", "--episodes_per_step=2",
+               "--episodes=2", "--episodes_per_epoch=2", "--verbose=2")
+    proc = run_python(TOOLS_DIR / "evaluate.py", f"--model_dir={model_dir}",
+                      f"--data_dir={omniglot_dir}", "--episodes=2",
+                      f"--output_json={tmp_path / 'rows.json'}")
+    assert "| protocol | classes | sequences | 1st | 2nd |" in proc.stdout
+    assert "| vinyals | 3 | 2 |" in proc.stdout
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [r["instance"] for r in rows] == list(range(1, 11))
+    run_python(TOOLS_DIR / "plot_accuracy_by_instance.py", f"--curve=LSTM={tmp_path / 'rows.json'}",
+               f"--output={tmp_path / 'a.png'}")
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"

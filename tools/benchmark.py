@@ -6,7 +6,9 @@ Measures ms per training episode (the model's training episode shape), ms per in
 episode (5-way 1-shot and 20-way 5-shot, 15 queries), ms per serving request (5-way 1-shot,
 1 query, through the exported SavedModel), the input pipeline's episodes/s, and peak memory.
 Fixed-N models (MAML family) are measured on their own N instead of 20-way; regression
-models (sinusoid) by one meta-step of their training configuration.
+models (sinusoid) by one meta-step of their training configuration; sequence models (mann,
+sequence_lstm) on their training batch of sequences and on one sequence of their training
+shape (inference, serving request, pipeline sequences/s).
 
 With --meta_config (a TrainConfig as JSON; one per process for a clean peak memory) it
 measures one meta-step of that configuration instead, e.g. second-order MAML, 32 tasks of
@@ -66,17 +68,26 @@ def main(argv):
                                   FLAGS.data_dir)  # the classes the model is tested on
         train_data = training.load_data(config, config.subset, FLAGS.data_dir)
         model = build_model(config.model, config.model_config)
+        sequences = model.training_task == "sequences"
+        shape = (config.ways, config.instances)  # a sequence model's classes x instances
         rows = []
         if "pipeline" in FLAGS.measure:
-            rows.append(benchmark.pipeline_episodes_per_s(train_data, config.ways, config.shots,
+            rows.append(benchmark.pipeline_sequences_per_s(train_data, *shape,
+                                                           distort=config.distort)
+                        if sequences else
+                        benchmark.pipeline_episodes_per_s(train_data, config.ways, config.shots,
                                                           config.queries))
-        if "inference" in FLAGS.measure:
+        if "inference" in FLAGS.measure and sequences:
+            rows.append(benchmark.sequence_inference_ms(model, data, *shape, FLAGS.repeats))
+        elif "inference" in FLAGS.measure:
             for ways, shots in ((5, 1), (getattr(model, "fixed_ways", None) or 20, 5)):
                 rows.append(benchmark.inference_ms(model, data, ways, shots, 15, FLAGS.repeats))
         if "serving" in FLAGS.measure:
             with tempfile.TemporaryDirectory() as tmp:
                 path = export.export_saved_model(model, f"{tmp}/model")
-                rows.append(benchmark.serving_ms(path, data, 5, 1, 1, 5 * FLAGS.repeats))
+                rows.append(benchmark.sequence_serving_ms(path, data, *shape, 5 * FLAGS.repeats)
+                            if sequences else
+                            benchmark.serving_ms(path, data, 5, 1, 1, 5 * FLAGS.repeats))
         if "train" in FLAGS.measure:
             rows.append(benchmark.train_step_ms(model, config, train_data, FLAGS.repeats,
                                                 jit_compile=FLAGS.jit_compile))

@@ -1,4 +1,4 @@
-"""Trains a model on episodes; resumes automatically when re-run with the same --model_dir.
+"""Trains a model on episodes (pairs, sequences); resumes when re-run with the same --model_dir.
 
     python tools/train.py --model=protonet --ways=60 --shots=5 --queries=5 \
         --episodes=10000 --model_dir=runs/protonet_omniglot --data_dir=../shared/data/omniglot
@@ -34,15 +34,19 @@ flags.DEFINE_string("dataset", _DEFAULTS.dataset, "Dataset: omniglot, or sinusoi
 flags.DEFINE_enum("split", _DEFAULTS.split, ["vinyals", "lake"], "Class split.")
 flags.DEFINE_string("subset", _DEFAULTS.subset,
                     "Training subset: train/val/trainval (vinyals) or background (lake).")
-flags.DEFINE_integer("ways", _DEFAULTS.ways, "Classes per training episode (N).")
+flags.DEFINE_integer("ways", _DEFAULTS.ways, "Classes per training episode (N); sequence "
+                     "models: classes per sequence (their model_config's classes).")
 flags.DEFINE_integer("shots", _DEFAULTS.shots, "Support examples per class (K).")
 flags.DEFINE_integer("queries", _DEFAULTS.queries, "Query examples per class (Q).")
+flags.DEFINE_integer("instances", _DEFAULTS.instances, "Sequence models (mann, "
+                     "sequence_lstm): examples of each class per sequence.")
 flags.DEFINE_integer("episodes_per_step", _DEFAULTS.episodes_per_step,
-                     "Episodes per optimizer step (batched episodes).")
+                     "Episodes (or sequences) per optimizer step (batched).")
 flags.DEFINE_integer("pairs", _DEFAULTS.pairs, "Pair-trained models (siamese): pairs per "
                      "step; each step counts as one episode.")
-flags.DEFINE_bool("distort", _DEFAULTS.distort, "Pair-trained models: random affine "
-                  "distortions (Koch et al.).")
+flags.DEFINE_bool("distort", _DEFAULTS.distort, "Random distortions of the training images: "
+                  "pairs get Koch et al.'s affine maps, sequences Santoro et al.'s rotations "
+                  "and translations.")
 flags.DEFINE_integer("episodes", _DEFAULTS.episodes, "Total training episodes.")
 flags.DEFINE_integer("episodes_per_epoch", _DEFAULTS.episodes_per_epoch,
                      "Episodes between checkpoints and log lines.")
@@ -91,7 +95,7 @@ def main(argv):
         dataset=FLAGS.dataset, split=FLAGS.split, subset=FLAGS.subset,
         rotations=FLAGS.rotations, ways=FLAGS.ways, shots=FLAGS.shots, queries=FLAGS.queries,
         within_alphabet=FLAGS.within_alphabet, episodes_per_step=FLAGS.episodes_per_step,
-        pairs=FLAGS.pairs, distort=FLAGS.distort,
+        instances=FLAGS.instances, pairs=FLAGS.pairs, distort=FLAGS.distort,
         episodes=FLAGS.episodes, episodes_per_epoch=FLAGS.episodes_per_epoch,
         optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate,
         lr_decay_every=FLAGS.lr_decay_every,

@@ -15,16 +15,18 @@ import tensorflow as tf
 
 
 class EpisodeSpec:
-    """Validated sampling tables for `episode_dataset` (classes sorted, offsets, counts)."""
+    """Validated sampling tables (classes sorted, offsets, counts) for N classes with K + Q
+    examples each: episodes, pairs, sequences."""
 
     def __init__(self, labels, ways, shots, queries, groups=None):
         labels = np.asarray(labels)
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"labels must be a 1-D integer array, got {labels.dtype} "
                              f"{labels.shape}")
-        for name, value in (("ways", ways), ("shots", shots), ("queries", queries)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
+        for name, value, least in (("ways", ways, 1), ("shots", shots, 1),
+                                   ("queries", queries, 0)):
+            if int(value) < least:
+                raise ValueError(f"{name} must be at least {least}, got {value}")
         self.ways, self.shots, self.queries = int(ways), int(shots), int(queries)
         self.order = np.argsort(labels, kind="stable")
         classes, offsets, counts = np.unique(labels[self.order], return_index=True,
@@ -50,9 +52,21 @@ class EpisodeSpec:
             self.usable_groups = usable.astype(np.int64)
 
 
-def _sample_indices(spec: EpisodeSpec, seed):
-    """Example indices (into the class-sorted order) of one episode: support, query."""
-    seeds = tf.random.experimental.stateless_split(seed, 5)
+def check_images(images, labels) -> np.ndarray:
+    """images as an array [M, H, W, C] with one label each, else ValueError."""
+    images = np.asarray(images)
+    if images.ndim != 4 or len(images) != len(labels):
+        raise ValueError(f"images must be [M, H, W, C] with one label each; got images "
+                         f"{images.shape} and {len(labels)} labels")
+    return images
+
+
+def sample_class_examples(spec: EpisodeSpec, seeds):
+    """[N, K + Q] example indices (into the class-sorted order): row n holds K + Q distinct
+    examples of the class given label n, the N classes distinct and drawn in random order.
+
+    seeds: stateless seeds, of which the first three are used.
+    """
     num_classes = len(spec.offsets)
     scores = tf.random.stateless_uniform([num_classes], seeds[0])
     if spec.groups is not None:
@@ -67,8 +81,15 @@ def _sample_indices(spec: EpisodeSpec, seed):
     draws = tf.where(tf.range(spec.max_count, dtype=tf.int64)[None] < counts[:, None],
                      draws, -1.0)
     within = tf.cast(tf.math.top_k(draws, per_class).indices, tf.int64)
-    index = tf.gather(spec.offsets, classes)[:, None] + within  # [N, K + Q]
-    labels = tf.repeat(tf.range(spec.ways, dtype=tf.int32)[:, None], per_class, axis=1)
+    return tf.gather(spec.offsets, classes)[:, None] + within
+
+
+def _sample_indices(spec: EpisodeSpec, seed):
+    """Example indices (into the class-sorted order) of one episode: support, query."""
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    index = sample_class_examples(spec, seeds)  # [N, K + Q]
+    labels = tf.repeat(tf.range(spec.ways, dtype=tf.int32)[:, None], spec.shots + spec.queries,
+                       axis=1)
 
     def shuffled(idx, lab, s):
         idx, lab = tf.reshape(idx, [-1]), tf.reshape(lab, [-1])
@@ -94,10 +115,9 @@ def episode_dataset(images, labels, ways, shots, queries, *, groups=None, seed=0
       num_episodes: length of the stream; None for endless.
       batch_size: if given, stack this many episodes per element ([B, ...] tensors).
     """
-    images = np.asarray(images)
-    if images.ndim != 4 or len(images) != len(labels):
-        raise ValueError(f"images must be [M, H, W, C] with one label each; got images "
-                         f"{images.shape} and {len(labels)} labels")
+    if int(queries) < 1:
+        raise ValueError(f"queries must be at least 1, got {queries}")
+    images = check_images(images, labels)
     spec = EpisodeSpec(labels, ways, shots, queries, groups)
     sorted_images = tf.constant(images[spec.order])
     stop = None if num_episodes is None else start + num_episodes

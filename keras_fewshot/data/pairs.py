@@ -13,46 +13,17 @@ With `groups` (each class's group, e.g. its alphabet) the two classes of every d
 pair come from one group: harder negatives, as in Lake's within-alphabet test episodes.
 """
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
+from keras_fewshot.data.distortions import random_affine
 from keras_fewshot.data.episodes import EpisodeSpec
 
 
-def _affine_distort(images, seed):
-    """uint8 [P, s, s, 1] -> the same images, each under its own random affine map."""
-    count = tf.shape(images)[0]
-    size = tf.cast(tf.shape(images)[1], tf.float32)
-    seeds = tf.random.experimental.stateless_split(seed, 8)
-
-    def sample(i, low, high, width, neutral):
-        """Uniform in [low, high) with probability 0.5, else the neutral value."""
-        value = tf.random.stateless_uniform([count, width], seeds[2 * i], low, high)
-        keep = tf.random.stateless_uniform([count, width], seeds[2 * i + 1]) < 0.5
-        return tf.where(keep, value, neutral)
-
-    theta = sample(0, -10.0, 10.0, 1, 0.0)[:, 0] * math.pi / 180.0
-    shear = sample(1, -0.3, 0.3, 2, 0.0)
-    scale = sample(2, 0.8, 1.2, 2, 1.0)
-    shift = sample(3, -2.0, 2.0, 2, 0.0) * size / 105.0
-    cos, sin = tf.cos(theta), tf.sin(theta)
-    # Output-to-input map about the image centre: A = R(theta) S(shear) diag(scale).
-    a00 = scale[:, 0] * (cos - sin * shear[:, 1])
-    a01 = scale[:, 1] * (cos * shear[:, 0] - sin)
-    a10 = scale[:, 0] * (sin + cos * shear[:, 1])
-    a11 = scale[:, 1] * (sin * shear[:, 0] + cos)
-    centre = (size - 1.0) / 2.0
-    b0 = centre - a00 * centre - a01 * centre + shift[:, 0]
-    b1 = centre - a10 * centre - a11 * centre + shift[:, 1]
-    zeros = tf.zeros_like(a00)
-    transforms = tf.stack([a00, a01, b0, a10, a11, b1, zeros, zeros], axis=1)
-    out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(images, tf.float32), transforms=transforms,
-        output_shape=tf.shape(images)[1:3], fill_value=255.0, interpolation="BILINEAR",
-        fill_mode="CONSTANT")
-    return tf.cast(tf.round(out), tf.uint8)
+def _koch_distort(images, seed):
+    """Koch et al.'s distortion: each of rotation, shear, scale, shift with probability 0.5."""
+    return random_affine(images, seed, rotation=10.0, shear=0.3, scale=0.2, shift=2.0,
+                         probability=0.5)
 
 
 def pair_dataset(images, labels, pairs, *, groups=None, seed=0, start=0, num_batches=None,
@@ -112,8 +83,8 @@ def pair_dataset(images, labels, pairs, *, groups=None, seed=0, start=0, num_bat
         first_images = tf.gather(sorted_images, tf.gather(first_idx, perm))
         second_images = tf.gather(sorted_images, tf.gather(second_idx, perm))
         if distort:
-            first_images = _affine_distort(first_images, seeds[7])
-            second_images = _affine_distort(second_images, seeds[8])
+            first_images = _koch_distort(first_images, seeds[7])
+            second_images = _koch_distort(second_images, seeds[8])
         return ({"first_images": first_images, "second_images": second_images},
                 tf.gather(same, perm))
 

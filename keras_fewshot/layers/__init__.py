@@ -3,6 +3,7 @@
 from keras_fewshot.layers.conv4 import Conv4Embedding
 from keras_fewshot.layers.matching import (CosineAttentionClassifier, QueryAttentionEmbedding,
                                            SupportContextEmbedding)
+from keras_fewshot.layers.memory import LRUAMemoryCell, cosine_similarity
 from keras_fewshot.layers.meta_lstm import MetaLearnerLSTM, preprocess_gradient
 from keras_fewshot.layers.preprocessing import ImagePreprocessing, to_model_pixels
 from keras_fewshot.layers.prototypical import PrototypicalHead, class_means

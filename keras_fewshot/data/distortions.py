@@ -1,0 +1,52 @@
+"""Random affine distortions of uint8 images on white paper, with stateless random ops.
+
+Each image gets its own map: a rotation, a shear, a per-axis scale and a translation, each
+drawn uniformly from its range and applied with probability `probability` (else neutral),
+composed about the image centre and resampled bilinearly; uncovered pixels are white paper.
+Users: Koch et al.'s pair distortions (`pairs.py`), Santoro et al.'s rotations and
+translations of sequence images (`sequences.py`).
+"""
+
+import math
+
+import tensorflow as tf
+
+
+def random_affine(images, seed, *, rotation=0.0, shear=0.0, scale=0.0, shift=0.0,
+                  probability=1.0):
+    """uint8 [P, s, s, C] -> the same images, each under its own random affine map.
+
+    rotation: degrees, drawn from [-rotation, rotation]; shear: from [-shear, shear] per axis;
+    scale: factor drawn from [1 - scale, 1 + scale] per axis; shift: pixels at 105x105
+    (Omniglot's resolution; scaled to the image size), from [-shift, shift] per axis.
+    """
+    count = tf.shape(images)[0]
+    size = tf.cast(tf.shape(images)[1], tf.float32)
+    seeds = tf.random.experimental.stateless_split(seed, 8)
+
+    def sample(i, low, high, width, neutral):
+        """Uniform in [low, high) with probability `probability`, else the neutral value."""
+        value = tf.random.stateless_uniform([count, width], seeds[2 * i], low, high)
+        keep = tf.random.stateless_uniform([count, width], seeds[2 * i + 1]) < probability
+        return tf.where(keep, value, neutral)
+
+    theta = sample(0, -rotation, rotation, 1, 0.0)[:, 0] * math.pi / 180.0
+    shears = sample(1, -shear, shear, 2, 0.0)
+    scales = sample(2, 1.0 - scale, 1.0 + scale, 2, 1.0)
+    shifts = sample(3, -shift, shift, 2, 0.0) * size / 105.0
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    # Output-to-input map about the image centre: A = R(theta) S(shear) diag(scale).
+    a00 = scales[:, 0] * (cos - sin * shears[:, 1])
+    a01 = scales[:, 1] * (cos * shears[:, 0] - sin)
+    a10 = scales[:, 0] * (sin + cos * shears[:, 1])
+    a11 = scales[:, 1] * (sin * shears[:, 0] + cos)
+    centre = (size - 1.0) / 2.0
+    b0 = centre - a00 * centre - a01 * centre + shifts[:, 0]
+    b1 = centre - a10 * centre - a11 * centre + shifts[:, 1]
+    zeros = tf.zeros_like(a00)
+    transforms = tf.stack([a00, a01, b0, a10, a11, b1, zeros, zeros], axis=1)
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(images, tf.float32), transforms=transforms,
+        output_shape=tf.shape(images)[1:3], fill_value=255.0, interpolation="BILINEAR",
+        fill_mode="CONSTANT")
+    return tf.cast(tf.round(out), tf.uint8)
