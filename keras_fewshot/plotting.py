@@ -37,7 +37,7 @@ def plot_accuracy_by_instance(curves, path, paper=True, title=None):
     axes.set_ylim(0, 100)
     axes.set_xticks(range(1, 1 + max(r["instance"] for rows in curves.values() for r in rows)))
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right")
+    axes.legend(loc="best", fontsize=8)
     axes.set_title(title or "Accuracy by instance, "
                    f"{'/'.join(map(str, classes))}-class sequences")
     figure.tight_layout()
