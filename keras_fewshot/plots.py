@@ -15,6 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_fewshot.models import MODELS
+
 RIGHT, WRONG, UNKNOWN = "#2ca02c", "#d62728", "#7f7f7f"  # query frames: green, red, gray
 SUPPORT = "#d9d9d9"  # support frames: light gray
 
@@ -60,7 +62,7 @@ def read_history(path):
     episodes = (np.asarray(epochs) + 1) * config["episodes_per_epoch"]
     loss = np.asarray([float(rows[e]["loss"]) for e in epochs])
     accuracy = np.asarray([float(rows[e]["accuracy"]) for e in epochs])
-    if config["model"] == "siamese":
+    if MODELS[config["model"]].training_task == "pairs":
         shape = f"{config['pairs']} pairs per step"
     else:
         shape = f"{config['ways']}-way {config['shots']}-shot {config['queries']}-query"

@@ -160,5 +160,6 @@ def load_dataset(dataset: str, split: str, subset: str, source=None, image_size=
         data = read_tfds(name, tfds_split or "all", data_dir=source, image_size=image_size,
                          channels=channels)
     data = select_subset(data, split, subset)
-    return LabelledImages(to_model_pixels(data.images, image_size).numpy(), data.labels,
-                          data.class_names, data.groups)
+    pixels = [to_model_pixels(data.images[i:i + 4096], image_size).numpy()
+              for i in range(0, len(data.images), 4096)]  # in chunks: bounded float memory
+    return LabelledImages(np.concatenate(pixels), data.labels, data.class_names, data.groups)

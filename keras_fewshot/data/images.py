@@ -11,7 +11,7 @@ channels come from the data, or from the `image_size` and `channels` arguments:
     image_size=s resizes each to s x s (area interpolation, as the models do).
 
 A folder holds one sub-folder per class (the class name is the folder name, classes in
-sorted order); every other file in a class folder must be an image TFDS can decode (PNG,
+sorted order); every other file in a class folder must be an image TensorFlow decodes (PNG,
 JPEG, GIF, BMP); hidden files are skipped and files beside the class folders are ignored.
 """
 
@@ -143,7 +143,7 @@ def read_tfds(name, split="all", data_dir=None, image_size=None, channels=None,
     import tensorflow_datasets as tfds  # imported lazily: only this source needs it
 
     builder = tfds.builder(name, data_dir=data_dir)
-    image_key, label_key = builder.info.supervised_keys or ("image", "label")
+    image_key, label_key = (builder.info.supervised_keys or ("image", "label"))[:2]
     features = dict(builder.info.features.items())
     if not (isinstance(image_key, str) and isinstance(features.get(image_key),
                                                       tfds.features.Image)
