@@ -44,7 +44,8 @@ def png_bytes(figure, dpi=100) -> bytes:
 
 def read_history(path):
     """A training log (history.csv beside its config.json, or <prefix>history.csv beside
-    <prefix>config.json) as (label, episodes at the end of each epoch, loss, accuracy)."""
+    <prefix>config.json) as (label, episodes at the end of each epoch, loss, accuracy or
+    None for runs without an accuracy metric, such as regression)."""
     path = pathlib.Path(path)
     if path.is_dir():
         path = path / "history.csv"
@@ -61,33 +62,42 @@ def read_history(path):
     epochs = sorted(rows)
     episodes = (np.asarray(epochs) + 1) * config["episodes_per_epoch"]
     loss = np.asarray([float(rows[e]["loss"]) for e in epochs])
-    accuracy = np.asarray([float(rows[e]["accuracy"]) for e in epochs])
-    if MODELS[config["model"]].training_task == "pairs":
+    accuracy = (np.asarray([float(rows[e]["accuracy"]) for e in epochs])
+                if "accuracy" in rows[epochs[0]] else None)
+    task = MODELS[config["model"]].training_task
+    if task == "pairs":
         shape = f"{config['pairs']} pairs per step"
+    elif task == "regression_tasks":
+        shape = f"{config['shots']}-shot regression tasks"
     else:
         shape = f"{config['ways']}-way {config['shots']}-shot {config['queries']}-query"
+    if config.get("episodes_per_step", 1) > 1:
+        shape += f", {config['episodes_per_step']} per step"
     label = f"{path.parent.name}/{path.name}: {shape}, lr {config['learning_rate']:g}"
     return label, episodes, loss, accuracy
 
 
 def learning_curves(logs, title=None):
-    """Training loss and accuracy against training episodes; `logs` (from `read_history`)
-    are phases of one model drawn one after another (a fine-tuning run continues where
-    the run it started from ended)."""
-    figure = _figure(10, 3.6)
-    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    """Training loss (and accuracy, when the runs have it) against training episodes; `logs`
+    (from `read_history`) are phases of one model drawn one after another (a fine-tuning run
+    continues where the run it started from ended)."""
+    with_accuracy = any(accuracy is not None for *_, accuracy in logs)
+    figure = _figure(10 if with_accuracy else 6, 3.6)
+    panels = figure.subplots(1, 2 if with_accuracy else 1, squeeze=False)[0]
     offset = 0
     for i, (label, episodes, loss, accuracy) in enumerate(logs):
         x = offset + episodes
-        loss_axes.plot(x, loss, marker="o", markersize=3, label=label, color=f"C{i}")
-        accuracy_axes.plot(x, 100 * accuracy, marker="o", markersize=3, color=f"C{i}")
+        panels[0].plot(x, loss, marker="o", markersize=3, label=label, color=f"C{i}")
+        if accuracy is not None:
+            panels[1].plot(x, 100 * accuracy, marker="o", markersize=3, color=f"C{i}")
         if i:
-            for axes in (loss_axes, accuracy_axes):
+            for axes in panels:
                 axes.axvline(offset, color="0.6", linestyle=":", linewidth=1)
         offset = x[-1]
-    loss_axes.set(xlabel="training episodes", ylabel="training loss", yscale="log")
-    accuracy_axes.set(xlabel="training episodes", ylabel="training accuracy (%)")
-    for axes in (loss_axes, accuracy_axes):
+    panels[0].set(xlabel="training episodes", ylabel="training loss", yscale="log")
+    if with_accuracy:
+        panels[1].set(xlabel="training episodes", ylabel="training accuracy (%)")
+    for axes in panels:
         axes.grid(alpha=0.3)
     figure.legend(loc="outside lower center", fontsize=8, frameon=False)
     if title:
@@ -122,7 +132,7 @@ def episode_figure(support_images, support_labels, query_images, probabilities,
     frame, gap, text_space, margin = 3, 8, 42, 24  # pixels
     box = cell + 2 * frame
     top = 26 if title else 4
-    width = margin + ways * (box + gap)
+    width = max(margin + ways * (box + gap), 7 * len(title or "") + 20)  # room for the title
     height = top + (shots + depth) * (box + text_space) + gap
     dpi = 100
     figure = _figure(width / dpi, height / dpi, layout=None)

@@ -86,3 +86,15 @@ def test_episode_title():
     assert plots.episode_title([0, 1, 1], [0, 1, 1], probabilities) == \
         "2-way 1-2-shot: 2 of 3 queries right"
     assert plots.episode_title([1, 0], None, probabilities) == "2-way 1-shot, 3 queries"
+
+
+def test_learning_curves_of_a_regression_run_have_no_accuracy_panel(tmp_path):
+    folder = tmp_path / "run"
+    write_log(folder, "", [], model="maml_regressor", dataset="sinusoid", shots=10,
+              episodes_per_step=25, episodes_per_epoch=50)
+    (folder / "history.csv").write_text("epoch,loss,val_loss\n0,2.5,NA\n1,1.5,NA\n")
+    label, episodes, loss, accuracy = plots.read_history(folder)
+    assert accuracy is None and label.endswith("10-shot regression tasks, 25 per step, lr 0.001")
+    np.testing.assert_array_equal(episodes, [50, 100])
+    (panel,) = plots.learning_curves([(label, episodes, loss, accuracy)]).axes
+    np.testing.assert_allclose(panel.get_lines()[0].get_ydata(), [2.5, 1.5])
