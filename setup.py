@@ -9,16 +9,18 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["keras_fewshot", "keras_fewshot.*"]),
-    package_data={"keras_fewshot.data": ["splits/vinyals/*"]},
+    package_data={"keras_fewshot.data": ["splits/vinyals/*", "omniglot_sample/*.md",
+                                         "omniglot_sample/LICENSE",
+                                         "omniglot_sample/*/*/*.png"]},
     install_requires=[
         "tensorflow>=2.16",
         "keras>=3.3",
         "tensorflow-datasets>=4.9",
         "importlib_resources",  # needed by tensorflow-datasets 4.9, which does not declare it
         "tensorboard",  # training logs
+        "matplotlib",  # learning curves and episode pictures (keras_fewshot.plots)
         "numpy",
         "absl-py",
     ],
-    extras_require={"test": ["pytest", "pillow", "matplotlib"],
-                    "plot": ["matplotlib"]},  # figures of the model cards (plotting.py)
+    extras_require={"test": ["pytest", "pillow"]},
 )

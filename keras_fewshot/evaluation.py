@@ -11,6 +11,9 @@ Protocols:
 Sequence models (training_task "sequences") are measured on label sequences of the same
 test classes instead: accuracy by instance, i.e. how often the k-th presentation of a class
 in a sequence is labelled right (Santoro et al. 2016, table 1), for k = 1..instances.
+Any other labelled images (`evaluate_data`; a folder or TFDS dataset by `evaluation_data`):
+the Vinyals settings that the model can do and the data can fill, or the settings asked for
+(sequence models: accuracy by instance on their classes).
 """
 
 import math
@@ -19,7 +22,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_fewshot.data import episode_dataset, load_split, sequence_dataset, sinusoid_tasks
+from keras_fewshot.data import (episode_dataset, load_dataset, load_split, sequence_dataset,
+                                sinusoid_tasks)
+from keras_fewshot.data.datasets import OMNIGLOT, evaluation_subset, parse_dataset
+from keras_fewshot.data.labelled import LabelledImages
 from keras_fewshot.data.sinusoid import X_RANGE, sinusoid, sinusoid_parameters, sinusoid_task
 
 PROTOCOLS = {
@@ -54,7 +60,7 @@ def episode_accuracies(model, dataset, episodes, verbose=1):
     values = []
     for inputs, query_labels in dataset:
         values.append(accuracy(inputs, query_labels).numpy())
-        progress.add(len(values[-1]))
+        progress.add(len(values[-1]), [("accuracy", float(values[-1].mean()))])
     return np.concatenate(values)
 
 
@@ -90,26 +96,90 @@ def evaluate(model, protocol="vinyals", episodes=1000, queries=None, seed=0, dat
                 for row in evaluate_sinusoid(model, tasks=episodes, shots=shots,
                                              queries=queries or spec["queries"], seed=seed,
                                              inner_steps=spec["inner_steps"])]
-    queries = queries or 15
-    data = load_split(spec["split"], spec["subset"], source=data_source, image_size=image_size)
+    data, name, within_group, protocol = evaluation_data(OMNIGLOT, protocol, source=data_source,
+                                                         image_size=image_size)
+    return evaluate_data(model, data, name, settings, episodes, queries or 15, seed,
+                         within_group, episodes_per_batch, verbose, protocol)
+
+
+def evaluation_data(dataset=OMNIGLOT, protocol="vinyals", split=None, subset=None, source=None,
+                    image_size=28, channels=None):
+    """(data, name, within_group, protocol) to test a model on: an Omniglot protocol's
+    classes (and the protocol, whose settings are the default); or the `subset` of another
+    dataset's class `split` (default: every class; subset default: its "test" classes, or
+    all), protocol None."""
+    if parse_dataset(dataset)[0] == OMNIGLOT:
+        if protocol not in PROTOCOLS or protocol == "sinusoid":
+            raise ValueError(f"Unknown Omniglot protocol {protocol!r}; expected 'vinyals' or "
+                             "'lake'")
+        spec = PROTOCOLS[protocol]
+        data = load_split(spec["split"], spec["subset"], source=source, image_size=image_size)
+        return data, protocol, spec["within_group"], protocol
+    split = split or "all"
+    subset = subset or evaluation_subset(split)
+    data = load_dataset(dataset, split, subset, source, image_size, channels)
+    return data, f"{dataset} {split}/{subset}", False, None
+
+
+def first_episode(data: LabelledImages, ways, shots, queries, seed=0, within_group=False):
+    """The first episode (inputs, query labels; numpy) of the stream `evaluate_data` draws."""
+    (inputs, query_labels), = episode_dataset(
+        data.images, data.labels, ways, shots, queries,
+        groups=data.groups if within_group else None, seed=seed,
+        num_episodes=1).as_numpy_iterator()
+    return inputs, query_labels
+
+
+def fitting_settings(data: LabelledImages, settings, queries):
+    """The (ways, shots) of `settings` whose episodes `data` can fill."""
+    fitting = []
+    for ways, shots in settings:
+        try:
+            data.check_episodes(ways, shots, queries)
+            fitting.append((ways, shots))
+        except ValueError:
+            pass
+    return fitting
+
+
+def evaluate_data(model, data: LabelledImages, name, settings=None, episodes=1000, queries=15,
+                  seed=0, within_group=False, episodes_per_batch=10, verbose=1, protocol=None):
+    """Rows as `evaluate`'s ("protocol": `name`) on episodes of any labelled images.
+
+    settings: (ways, shots) pairs; every one must fit the data (else ValueError naming the
+    problem). None: the settings of `protocol` that the model can do; without a protocol,
+    the Vinyals settings that the model can do and the data can fill (at least one must).
+    A sequence model gives `evaluate_sequences`' rows instead (`episodes` counts sequences).
+    """
     if getattr(model, "training_task", None) == "sequences":
         if settings:
             raise ValueError("N-way K-shot settings do not apply to a sequence model: it is "
                              f"measured on sequences of its {model.classes} classes")
-        return evaluate_sequences(model, data, protocol, sequences=episodes, seed=seed,
-                                  groups=data.groups if spec["within_group"] else None,
+        return evaluate_sequences(model, data, name, sequences=episodes, seed=seed,
+                                  groups=data.groups if within_group else None,
                                   sequences_per_batch=episodes_per_batch, verbose=verbose)
+    if settings is None and protocol:
+        settings = default_settings(model, protocol)
+    if settings is None:
+        standard = default_settings(model, "vinyals")
+        settings = fitting_settings(data, standard, queries) or standard[:1]
+        if verbose and len(settings) < len(standard):
+            print(f"{name}: {data.num_classes} classes, at least "
+                  f"{np.bincount(data.labels).min()} examples each; evaluating "
+                  f"{', '.join(f'{w}-way {k}-shot' for w, k in settings)} only")
+    for ways, shots in settings:
+        data.check_episodes(ways, shots, queries, what=name)
     rows = []
-    for ways, shots in settings or default_settings(model, protocol):
+    for ways, shots in settings:
         batch = math.gcd(episodes, episodes_per_batch)
         dataset = episode_dataset(
             data.images, data.labels, ways, shots, queries,
-            groups=data.groups if spec["within_group"] else None, seed=seed,
+            groups=data.groups if within_group else None, seed=seed,
             num_episodes=episodes, batch_size=batch)
         if verbose:
-            print(f"{protocol}: {ways}-way {shots}-shot, {episodes} episodes")
+            print(f"{name}: {ways}-way {shots}-shot, {episodes} episodes")
         accuracy, ci95 = mean_and_ci95(episode_accuracies(model, dataset, episodes, verbose))
-        rows.append({"protocol": protocol, "ways": ways, "shots": shots, "queries": queries,
+        rows.append({"protocol": name, "ways": ways, "shots": shots, "queries": queries,
                      "episodes": episodes, "accuracy": accuracy, "ci95": ci95})
     return rows
 

@@ -5,7 +5,8 @@ A training directory holds:
   config.json          the TrainConfig: `evaluate` and `export` rebuild the exact model from it
   checkpoints/         model + optimizer state every `episodes_per_epoch` episodes
                        (ckpt-<step>.weights.h5, the newest three)
-  history.csv, logs/   per-epoch metrics and TensorBoard scalars
+  history.csv, logs/   per-epoch metrics; TensorBoard scalars (loss, accuracy, learning
+                       rate) and, in logs/episodes, a picture of one episode each epoch
   model.weights.h5     the final weights
 Re-running with the same directory resumes from the last checkpoint, and the episode stream
 continues where it stopped (episode i depends only on (seed, i)): a run killed at any moment
@@ -27,8 +28,10 @@ import h5py
 import keras
 import tensorflow as tf
 
-from keras_fewshot.data import (episode_dataset, load_split, pair_dataset, sequence_dataset,
+from keras_fewshot import plots
+from keras_fewshot.data import (episode_dataset, load_dataset, pair_dataset, sequence_dataset,
                                 sinusoid_tasks)
+from keras_fewshot.data.datasets import OMNIGLOT, SINUSOID
 from keras_fewshot.models import MODELS, build_model
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -43,7 +46,9 @@ class TrainConfig:
     """Everything that defines a training run (not where the data lives)."""
     model: str = "protonet"
     model_config: dict = dataclasses.field(default_factory=dict)
-    dataset: str = "omniglot"  # or "sinusoid": regression tasks (shots/queries = K/Q points)
+    dataset: str = "omniglot"  # or "sinusoid": regression tasks (shots/queries = K/Q points),
+    # "folder:PATH", "tfds:NAME" (your images; keras_fewshot.data.datasets)
+    channels: int = 0  # your images: convert every one to 1 or 3 channels; 0: as in the files
     split: str = "vinyals"
     subset: str = "trainval"
     rotations: bool = False  # Lake split: rotated characters as extra training classes
@@ -82,6 +87,10 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got "
                              f"{self.optimizer!r}")
+        if self.dataset not in (OMNIGLOT, SINUSOID) and (self.within_alphabet
+                                                            or self.rotations):
+            raise ValueError("within_alphabet and rotations need Omniglot's alphabets; "
+                             f"{self.dataset} has none")
         if self.init_from and self.embedding_from:
             raise ValueError("init_from and embedding_from are exclusive: init_from already "
                              "starts every weight, the embedding's included")
@@ -155,14 +164,13 @@ def load_weights(model, path, config: TrainConfig):
 
 
 def load_data(config: TrainConfig, subset: str, source=None):
-    """`subset` of the run's split at the model's resolution; the rotation augmentation
-    applies to the training subset only. None for generated tasks (sinusoid)."""
+    """`subset` of the run's dataset and split at the model's resolution; the rotation
+    augmentation applies to the training subset only. None for generated tasks (sinusoid)."""
     if config.dataset == "sinusoid":
         return None
-    if config.dataset != "omniglot":
-        raise ValueError(f"Unknown dataset {config.dataset!r}; expected 'omniglot' or 'sinusoid'")
-    return load_split(config.split, subset, source=source, image_size=config.image_size,
-                      rotations=config.rotations and subset == config.subset)
+    return load_dataset(config.dataset, config.split, subset, source=source,
+                        image_size=config.image_size, channels=config.channels or None,
+                        rotations=config.rotations and subset == config.subset)
 
 
 class Checkpoints:
@@ -308,6 +316,23 @@ def training_dataset(config: TrainConfig, model, data, start=0):
                            num_episodes=remaining, batch_size=config.episodes_per_step)
 
 
+def _episode_pictures(config: TrainConfig, model, data, log_dir):
+    """A TensorBoard callback picturing one small episode of the training classes with the
+    model's predictions after each epoch (none for models that do not classify episodes, or
+    when the data cannot fill that episode)."""
+    if data is None or model.training_task not in ("episodes", "pairs"):
+        return []
+    ways = config.ways if getattr(model, "fixed_ways", None) else min(config.ways, 10)
+    queries = min(config.queries, 3)
+    try:
+        data.check_episodes(ways, config.shots, queries)
+    except ValueError:
+        return []
+    (episode, labels), = episode_dataset(data.images, data.labels, ways, config.shots, queries,
+                                         seed=config.seed, num_episodes=1).as_numpy_iterator()
+    return [plots.EpisodeImages(log_dir, episode, labels)]
+
+
 def make_strategy(name):
     """The tf.distribute strategy `name` in STRATEGIES: "default" (one device), "mirrored"
     (every local GPU, else the CPU) or "multi_worker" (every worker of $TF_CONFIG; create it
@@ -383,6 +408,9 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1,
                       loss=model.training_loss(), metrics=model.training_metrics())
         if checkpoints.latest():
             load_weights(model, checkpoints.latest(), config)
+    if model.training_task == "episodes" and data is not None:  # refused before any file
+        data.check_episodes(config.ways, config.shots, config.queries,
+                            what=f"{config.dataset} {config.split}/{config.subset}")
     if _is_chief(strategy):
         model_dir.mkdir(parents=True, exist_ok=True)
         _write_config(model_dir, config)  # only once the model, data and start weights work
@@ -447,7 +475,9 @@ def _fit(config: TrainConfig, model, data, checkpoints, model_dir, verbose):
                                  _CheckpointEachEpoch(checkpoints),
                                  keras.callbacks.CSVLogger(str(model_dir / "history.csv"),
                                                            append=True),
-                                 keras.callbacks.TensorBoard(str(model_dir / "logs"))])
+                                 keras.callbacks.TensorBoard(str(model_dir / "logs")),
+                                 *_episode_pictures(config, model, data,
+                                                    model_dir / "logs" / "episodes")])
     # The released weights carry no optimizer state: copy into an uncompiled twin.
     release = build_model(config.model, config.model_config)
     release.set_weights(model.get_weights())

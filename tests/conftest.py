@@ -97,6 +97,29 @@ def sample_episodes():
     return _sample_episodes
 
 
+def _write_image_folder(root, classes, size=(12, 10), channels=3, seed=0):
+    """Writes root/<name>/<i>.png (random pixels) for each {name: count}; returns
+    {name: [uint8 [H, W, C] arrays in file order]}."""
+    import tensorflow as tf
+    rng = np.random.default_rng(seed)
+    written = {}
+    for name, count in classes.items():
+        folder = pathlib.Path(root) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        written[name] = []
+        for i in range(count):
+            image = rng.integers(0, 256, (*size, channels), dtype=np.uint8)
+            (folder / f"{i:03d}.png").write_bytes(tf.io.encode_png(image).numpy())
+            written[name].append(image)
+    return written
+
+
+@pytest.fixture(scope="session")
+def write_image_folder():
+    """write_image_folder(root, {class name: count}, size=(12, 10), channels=3, seed=0)."""
+    return _write_image_folder
+
+
 def _run_python(*args, cwd=None, timeout=300, check=True):
     """Runs `python *args` in a fresh process; returns the CompletedProcess (text output)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}

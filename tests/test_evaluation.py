@@ -96,3 +96,52 @@ def test_markdown_table():
         "| vinyals | 5-way 1-shot | 4 | 50.00 | ± 1.23 |",
         "| lake | 20-way 1-shot | 1000 | 98.77 | ± 0.10 |",
     ]
+
+
+# --- Your own data -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def folder_dataset(tmp_path_factory):
+    """'folder:PATH' of 7 classes x 4 gray 16x16 images with class-dependent strokes."""
+    import tensorflow as tf
+    root = tmp_path_factory.mktemp("own") / "images"
+    rng = np.random.default_rng(3)
+    for c in range(7):
+        (root / f"kind{c}").mkdir(parents=True)
+        for i in range(4):
+            image = np.full((16, 16, 1), 255, np.uint8)
+            image[2 * c:2 * c + 3, :] = rng.integers(0, 60)  # a dark band per class
+            image[rng.integers(0, 16), rng.integers(0, 16)] = 0
+            (root / f"kind{c}" / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    return f"folder:{root}"
+
+
+def test_evaluate_data_on_a_folder_runs_the_settings_that_fit(model, folder_dataset):
+    data, name, within_group, settings = evaluation.evaluation_data(folder_dataset)
+    assert (data.num_classes, name, within_group, settings) == (
+        7, f"{folder_dataset} all/all", False, None)
+    rows = evaluation.evaluate_data(model, data, name, settings, episodes=EPISODES, queries=2,
+                                    seed=SEED, verbose=0)
+    # 7 classes of 4: only 5-way 1-shot 2-query fits among the Vinyals settings
+    assert [(r["ways"], r["shots"], r["protocol"]) for r in rows] == [(5, 1, name)]
+    expected = numpy_accuracies(model, data, 5, 1, 2, EPISODES, SEED)
+    assert rows[0]["accuracy"] == pytest.approx(expected.mean(), abs=1e-6)
+    with pytest.raises(ValueError, match=r"1-shot 5-query episodes need 6 examples per class; "
+                                         r"in folder:.*'kind0' \(4\)"):
+        evaluation.evaluate_data(model, data, name, [(5, 1)], queries=5, verbose=0)
+
+
+def test_evaluation_data_of_a_class_split(folder_dataset):
+    split = "random:train=0.5,test=0.5"
+    data, name, _, _ = evaluation.evaluation_data(folder_dataset, split=split, image_size=14)
+    assert name == f"{folder_dataset} {split}/test" and data.images.shape[1:] == (14, 14, 1)
+    train, _, _, _ = evaluation.evaluation_data(folder_dataset, split=split, subset="train")
+    assert data.num_classes + train.num_classes == 7
+
+
+def test_first_episode_is_the_first_of_the_evaluated_stream(vinyals_test, sample_episodes):
+    inputs, query_labels = evaluation.first_episode(vinyals_test, 5, 2, 3, seed=SEED)
+    (expected, expected_labels), = sample_episodes(vinyals_test, 5, 2, 3, 1, seed=SEED)
+    for key in expected:
+        np.testing.assert_array_equal(inputs[key], expected[key])
+    np.testing.assert_array_equal(query_labels, expected_labels)

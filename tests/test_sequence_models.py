@@ -193,12 +193,11 @@ def test_sequence_markdown_table():
 
 
 def test_plot_accuracy_by_instance_writes_a_png(tmp_path):
-    pytest.importorskip("matplotlib")
-    from keras_fewshot.plotting import plot_accuracy_by_instance
+    from keras_fewshot import plots
     rows = [{"protocol": "vinyals", "classes": 5, "instances": 10, "sequences": 10,
              "instance": k, "accuracy": 1 - 0.5 / k, "ci95": 0.02} for k in range(1, 11)]
-    path = plot_accuracy_by_instance({"MANN": rows, "LSTM": rows[::-1]}, tmp_path / "a.png")
-    data = path.read_bytes()
+    figure = plots.accuracy_by_instance_figure({"MANN": rows, "LSTM": rows[::-1]})
+    data = plots.save_png(figure, tmp_path / "a.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000
 
 

@@ -5,7 +5,8 @@ import pathlib
 
 import pytest
 
-TOOLS_DIR = pathlib.Path(__file__).resolve().parent.parent / "tools"
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+TOOLS_DIR = REPO_ROOT / "tools"
 
 TRAIN_FLAGS = ("--model=protonet", '--model_config={"filters": 8}', "--split=vinyals",
                "--subset=val", "--ways=5", "--shots=1", "--queries=1", "--episodes=2",
@@ -121,6 +122,67 @@ def test_tools_train_evaluate_and_plot_a_sequence_model(run_python, omniglot_dir
     assert "| vinyals | 3 | 2 |" in proc.stdout
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert [r["instance"] for r in rows] == list(range(1, 11))
-    run_python(TOOLS_DIR / "plot_accuracy_by_instance.py", f"--curve=LSTM={tmp_path / 'rows.json'}",
+    run_python(TOOLS_DIR / "plot.py", f"--curve=LSTM={tmp_path / 'rows.json'}",
                f"--output={tmp_path / 'a.png'}")
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+def png_shape(path):
+    import tensorflow as tf
+    return tuple(tf.io.decode_png(pathlib.Path(path).read_bytes()).shape)
+
+
+def test_plot_tool_draws_learning_curves(trained_dir, run_python, tmp_path):
+    model_dir, _ = trained_dir
+    proc = run_python(TOOLS_DIR / "plot.py", f"--log={model_dir}", f"--log={model_dir}",
+                      f"--output={tmp_path / 'curves.png'}", "--title=tiny")
+    assert "Learning curves written to" in proc.stdout
+    height, width, _ = png_shape(tmp_path / "curves.png")
+    assert width > height > 100
+
+
+def test_classify_tool_on_the_packaged_sample(run_python, tmp_path):
+    """The README's main job: no data set needed."""
+    sample = REPO_ROOT / "keras_fewshot" / "data" / "omniglot_sample"
+    proc = run_python(TOOLS_DIR / "classify.py", "--model=protonet_omniglot",
+                      f"--support={sample / 'support'}", f"--query={sample / 'query'}",
+                      f"--plot={tmp_path / 'sample.png'}")
+    lines = proc.stdout.splitlines()
+    predictions = [line for line in lines if line.endswith("right") or "WRONG, is" in line]
+    assert len(predictions) == 80
+    right = sum(line.endswith("right") for line in predictions)
+    assert f"20-way 1-shot: {right} of 80 queries right" in proc.stdout
+    assert right >= 64  # the card: 95% at 20-way 1-shot over 1000 episodes
+    first = predictions[0]  # "<path>: <class> (<probability>)  right"
+    assert first.startswith(str(sample / "query")) and float(first.split("(")[1][:5]) <= 1
+    assert png_shape(tmp_path / "sample.png")[1] > 1000  # 20 columns
+    wrong = run_python(TOOLS_DIR / "classify.py", "--model=protonet_omniglot",
+                       f"--support={sample / 'support' / 'ULOG_character09'}",
+                       f"--query={sample / 'query'}", check=False)
+    assert wrong.returncode != 0 and "no class sub-folders" in wrong.stderr
+
+
+@pytest.fixture(scope="module")
+def folder_run(run_python, tmp_path_factory, write_image_folder):
+    """A training directory of tools/train.py on a generated folder (8 classes, half kept
+    for testing): (model_dir, folder, output)."""
+    root = tmp_path_factory.mktemp("own")
+    write_image_folder(root / "images", {f"kind{c}": 6 for c in range(8)}, size=(30, 24))
+    proc = run_python(TOOLS_DIR / "train.py", f"--model_dir={root / 'run'}",
+                      f"--dataset=folder:{root / 'images'}",
+                      "--split=random:train=0.5,test=0.5", '--model_config={"filters": 8}',
+                      "--ways=3", "--shots=1", "--queries=2", "--episodes=2",
+                      "--episodes_per_epoch=2", "--verbose=2")
+    return root / "run", root / "images", proc.stdout + proc.stderr
+
+
+def test_train_and_evaluate_tools_on_an_image_folder(folder_run, run_python, tmp_path):
+    model_dir, images, output = folder_run
+    config = json.loads((model_dir / "config.json").read_text())
+    assert (config["dataset"], config["split"], config["subset"]) == (
+        f"folder:{images}", "random:train=0.5,test=0.5", "train")
+    proc = run_python(TOOLS_DIR / "evaluate.py", f"--model_dir={model_dir}", "--episodes=2",
+                      "--queries=2", "--setting=3x1", f"--plot={tmp_path / 'episode.png'}")
+    # the run's 4 test classes (not its 4 training classes)
+    name = f"folder:{images} random:train=0.5,test=0.5/test"
+    assert f"| {name} | 3-way 1-shot | 2 |" in proc.stdout
+    height, width, _ = png_shape(tmp_path / "episode.png")
+    assert width > 150 and height > 150  # 3 columns, 1 support row + 2 query rows

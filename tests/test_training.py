@@ -424,3 +424,70 @@ def test_freeze_embedding_trains_the_head_only(tiny_run, omniglot_dir, tmp_path)
     rebuilt = training.model_from_dir(tmp_path / "run")  # the release loads as usual
     for a, b in zip(rebuilt.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+# --- TensorBoard ---------------------------------------------------------------------------------
+
+def _events(directory):
+    """{tag: [(step, value proto)]} of the TensorBoard event files under `directory`."""
+    import tensorflow as tf
+    found = {}
+    for path in sorted(pathlib.Path(directory).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append((event.step, value))
+    return found
+
+
+def test_tensorboard_gets_the_learning_rate_and_episode_pictures(tiny_run):
+    import tensorflow as tf
+    _, model_dir = tiny_run
+    scalars = _events(model_dir / "logs" / "train")
+    rates = [(step, float(tf.make_ndarray(v.tensor))) for step, v in
+             scalars["epoch_learning_rate"]]
+    # lr 1e-3 halved every 2 episodes (staircase): after epoch 0 (2 steps) and 1 (4 steps)
+    assert [s for s, _ in rates] == [0, 1]
+    np.testing.assert_allclose([r for _, r in rates], [5e-4, 2.5e-4], rtol=1e-6)
+    pictures = _events(model_dir / "logs" / "episodes")["episode"]
+    assert [step for step, _ in pictures] == [0, 1]
+    width, height, png = tf.make_ndarray(pictures[-1][1].tensor)  # image summary: w, h, PNG
+    image = tf.io.decode_png(png).numpy()
+    assert image.shape == (int(height), int(width), 3) and image.std() > 0
+
+
+# --- Your own data -------------------------------------------------------------------------------
+
+@pytest.fixture
+def image_folder(tmp_path, write_image_folder):
+    """6 classes x 4 RGB images of 20x16 pixels."""
+    write_image_folder(tmp_path / "images", {f"kind{c}": 4 for c in range(6)}, size=(20, 16))
+    return tmp_path / "images"
+
+
+def test_training_on_an_image_folder(image_folder, tmp_path):
+    config = dataclasses.replace(TINY, dataset=f"folder:{image_folder}",
+                                 split="random:train=0.5,test=0.5", subset="train", ways=3,
+                                 shots=1, queries=3, episodes=2, lr_decay_every=2)
+    model = train(config, tmp_path / "run", None)
+    assert int(model.optimizer.iterations.numpy()) == 2
+    assert training.read_config(tmp_path / "run") == config
+    train_classes = training.load_data(config, "train")
+    test_classes = training.load_data(config, "test")
+    assert train_classes.num_classes == test_classes.num_classes == 3
+    assert not set(train_classes.class_names) & set(test_classes.class_names)
+    assert test_classes.images.shape == (12, 28, 28, 1)  # model resolution
+
+
+def test_own_data_errors_name_the_problem_before_any_file(image_folder, tmp_path):
+    base = dataclasses.replace(TINY, dataset=f"folder:{image_folder}", split="all",
+                               subset="all", episodes=2, lr_decay_every=2)
+    too_many_ways = dataclasses.replace(base, ways=7, shots=1, queries=1)
+    with pytest.raises(ValueError, match=r"has 6 classes; 7-way episodes need at least 7"):
+        train(too_many_ways, tmp_path / "run", None)
+    too_few_images = dataclasses.replace(base, ways=3, shots=2, queries=3)
+    with pytest.raises(ValueError, match=r"2-shot 3-query episodes need 5 examples per class; "
+                                         r"in folder:.* all/all, 'kind0' \(4\)"):
+        train(too_few_images, tmp_path / "run", None)
+    with pytest.raises(ValueError, match="within_alphabet and rotations need Omniglot"):
+        train(dataclasses.replace(base, within_alphabet=True), tmp_path / "run", None)
+    assert not (tmp_path / "run" / "config.json").exists()

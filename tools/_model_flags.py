@@ -22,4 +22,13 @@ def default_protocol():
     if flags.FLAGS.model:
         return zoo.get_entry(flags.FLAGS.model).protocol
     config = training.read_config(flags.FLAGS.model_dir)
-    return "sinusoid" if config.dataset == "sinusoid" else config.split
+    if config.dataset in ("omniglot", "sinusoid"):
+        return "sinusoid" if config.dataset == "sinusoid" else config.split
+    return "vinyals"  # the settings a model trained on other data is measured in by default
+
+
+def training_config():
+    """The TrainConfig of the chosen model (its zoo folder's or its training directory's)."""
+    if flags.FLAGS.model:
+        return training.read_config(zoo.get_entry(flags.FLAGS.model).directory)
+    return training.read_config(flags.FLAGS.model_dir)

@@ -2,6 +2,8 @@
 
     python tools/train.py --model=protonet --ways=60 --shots=5 --queries=5 \
         --episodes=10000 --model_dir=runs/protonet_omniglot --data_dir=../shared/data/omniglot
+    python tools/train.py --model=protonet --dataset=folder:my_images \
+        --split=random:train=0.8,test=0.2 --ways=5 --shots=1 --model_dir=runs/mine
 
 Writes config.json, checkpoints/, history.csv, logs/ (TensorBoard) and model.weights.h5 in
 --model_dir (see keras_fewshot.training).
@@ -20,20 +22,27 @@ import json
 from absl import app, flags
 
 from keras_fewshot import training
+from keras_fewshot.data import datasets
 
 _DEFAULTS = training.TrainConfig()
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Training directory (config, checkpoints, logs).",
                     required=True)
-flags.DEFINE_string("data_dir", None, "Omniglot archives or folders; default "
-                    "$KERAS_FEWSHOT_OMNIGLOT_DIR, else TFDS.")
+flags.DEFINE_string("data_dir", None, "Omniglot archives or folders (default "
+                    "$KERAS_FEWSHOT_OMNIGLOT_DIR, else TFDS), or a TFDS data_dir.")
 flags.DEFINE_string("model", _DEFAULTS.model, "Model name (keras_fewshot.models.MODELS).")
 flags.DEFINE_string("model_config", "{}", "JSON constructor arguments of the model.")
-flags.DEFINE_string("dataset", _DEFAULTS.dataset, "Dataset: omniglot, or sinusoid "
-                    "(regression tasks: --shots/--queries are K/Q points per task).")
-flags.DEFINE_enum("split", _DEFAULTS.split, ["vinyals", "lake"], "Class split.")
-flags.DEFINE_string("subset", _DEFAULTS.subset,
-                    "Training subset: train/val/trainval (vinyals) or background (lake).")
+flags.DEFINE_string("dataset", _DEFAULTS.dataset, "'omniglot', 'folder:PATH' (one sub-folder "
+                    "per class), 'tfds:NAME[@SPLIT]' (keras_fewshot.data.datasets), or "
+                    "'sinusoid' (regression tasks: --shots/--queries are K/Q points per task).")
+flags.DEFINE_string("split", None, "Class split: vinyals or lake (Omniglot; default vinyals); "
+                    "all, random:train=0.8,test=0.2[,seed=N] or lists:DIR (other data; "
+                    "default all).")
+flags.DEFINE_string("subset", None, "Training subset of the split: train/val/trainval "
+                    "(vinyals; default trainval), background (lake); train (default) or "
+                    "another subset of yours.")
+flags.DEFINE_enum("channels", None, ["1", "3"], "Convert images of a folder or TFDS dataset "
+                  "to 1 or 3 channels (default: as in the files, which must agree).")
 flags.DEFINE_integer("ways", _DEFAULTS.ways, "Classes per training episode (N); sequence "
                      "models: classes per sequence (their model_config's classes).")
 flags.DEFINE_integer("shots", _DEFAULTS.shots, "Support examples per class (K).")
@@ -84,6 +93,7 @@ def main(argv):
     del argv
     strategy = training.make_strategy(FLAGS.strategy)  # before any other TensorFlow op
     model_config = json.loads(FLAGS.model_config)
+    split, subset = datasets.default_split(FLAGS.dataset, FLAGS.split)
     for flag, key in META_FLAGS.items():
         value = getattr(FLAGS, flag)
         if value is not None:
@@ -92,7 +102,8 @@ def main(argv):
             model_config[key] = value
     config = training.TrainConfig(
         model=FLAGS.model, model_config=model_config,
-        dataset=FLAGS.dataset, split=FLAGS.split, subset=FLAGS.subset,
+        dataset=FLAGS.dataset, channels=int(FLAGS.channels or 0), split=split,
+        subset=FLAGS.subset or subset,
         rotations=FLAGS.rotations, ways=FLAGS.ways, shots=FLAGS.shots, queries=FLAGS.queries,
         within_alphabet=FLAGS.within_alphabet, episodes_per_step=FLAGS.episodes_per_step,
         instances=FLAGS.instances, pairs=FLAGS.pairs, distort=FLAGS.distort,

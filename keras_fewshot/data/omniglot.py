@@ -21,7 +21,6 @@ Splits turn examples into labelled classes at model resolution:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import pathlib
@@ -30,6 +29,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
+from keras_fewshot.data.labelled import LabelledImages
 from keras_fewshot.layers.preprocessing import to_model_pixels
 
 ENV_VAR = "KERAS_FEWSHOT_OMNIGLOT_DIR"
@@ -133,23 +133,6 @@ def load_examples(part: str, source: str | None = None,
     if not root.is_dir():
         raise FileNotFoundError(f"Omniglot source directory {root} does not exist")
     return _local_examples(root, part)
-
-
-@dataclasses.dataclass(frozen=True)
-class LabelledImages:
-    """Images at model resolution with contiguous class labels.
-
-    images: uint8 [M, size, size, 1]; labels: int32 [M] in [0, C); class_names: C names;
-    groups: int32 [C] group of each class (the alphabet), used by within-alphabet episodes.
-    """
-    images: np.ndarray
-    labels: np.ndarray
-    class_names: tuple
-    groups: np.ndarray
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
 
 @functools.lru_cache(maxsize=8)
