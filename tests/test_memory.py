@@ -74,6 +74,8 @@ class NumpyLRUA:
         self.h = sigmoid(o) * np.tanh(self.c)
         keys = np.tanh(self.h @ self.keys[0] + self.keys[1]).reshape(cell.read_heads, -1)
         gate = sigmoid(self.h @ self.gates[0] + self.gates[1])[:, None]  # sigma(alpha) [H, 1]
+        read_weights = np_softmax(np_cosine(keys, self.memory))  # addresses M_{t-1}
+        self.reads = read_weights @ self.memory
         order = np.argsort(self.usage, kind="stable")  # ties: the lower index first
         least_used = np.zeros(cell.memory_size)
         least_used[order[:cell.read_heads]] = 1.0  # w_lu(t-1): the n = H smallest usages
@@ -81,8 +83,7 @@ class NumpyLRUA:
         self.memory[order[0]] = 0.0  # the least-used location is zeroed before writing
         for h in range(cell.read_heads):
             self.memory += np.outer(write_weights[h], keys[h])  # M_t(i) += w_w(t)(i) k_t
-        self.read_weights = np_softmax(np_cosine(keys, self.memory))
-        self.reads = self.read_weights @ self.memory
+        self.read_weights = read_weights
         self.usage = (cell.gamma * self.usage + self.read_weights.sum(0)
                       + write_weights.sum(0))
         return np.concatenate([self.h, self.reads.ravel()])
@@ -173,6 +174,18 @@ def test_least_used_location_is_zeroed_then_written():
     # The second least-used row (4) is written to but keeps its content.
     np.testing.assert_allclose(new_memory[4], memory[4] + write[:, 4].sum() * key, rtol=1e-5)
 
+
+
+def test_reads_address_the_memory_before_this_steps_write():
+    """The row written this step holds k_t itself; the read must not find that echo."""
+    cell = known_step_cell(gate_bias=-30.0)  # write k_t to the two least-used rows only
+    rng = np.random.default_rng(3)
+    memory = rng.normal(size=(6, 3)).astype(np.float32)
+    usage = np.array([0.9, 0.4, 0.05, 1.3, 0.2, 0.7], np.float32)
+    _, new_read_weights, _ = one_step(cell, memory, np_softmax(rng.normal(size=(2, 6))), usage)
+    key = np.tanh([0.5, -1.0, 2.0])
+    np.testing.assert_allclose(new_read_weights, np_softmax(np_cosine(np.stack([key, key]),
+                                                                      memory)), rtol=1e-5)
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 0.95])
 def test_usage_decays_by_gamma_and_adds_this_steps_reads_and_writes(gamma):

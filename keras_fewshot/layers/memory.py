@@ -4,14 +4,18 @@ external memory read by content and written by Least Recently Used Access (LRUA)
 At step t, with H read heads, memory M [S, W] and usage w_u [S]:
   h_t, c_t = LSTM([x_t; r_{t-1}], h_{t-1}, c_{t-1})
   k_t^h = tanh(W_k h_t + b_k),  alpha_t^h = W_a h_t + b_a          (one key and gate per head)
+  w_r^h(t)(i) = softmax_i(cosine(k_t^h, M_{t-1}(i))),  r_t^h = sum_i w_r^h(t)(i) M_{t-1}(i)
   w_lu(t-1)(i) = 1 if w_u(t-1)(i) is among the H smallest usages, else 0
   w_w^h(t) = sigma(alpha_t^h) w_r^h(t-1) + (1 - sigma(alpha_t^h)) w_lu(t-1)
   M_{t-1}(argmin_i w_u(t-1)(i)) <- 0          (the least-used location is zeroed, then written)
   M_t(i) = M_{t-1}(i) + sum_h w_w^h(t)(i) k_t^h
-  w_r^h(t)(i) = softmax_i(cosine(k_t^h, M_t(i))),  r_t^h = sum_i w_r^h(t)(i) M_t(i)
   w_u(t) = gamma w_u(t-1) + sum_h w_r^h(t) + sum_h w_w^h(t)
 and the cell outputs [h_t; r_t^1 .. r_t^H]. The memory starts at 1e-6 everywhere (so every
 cosine is defined), read weights and usage at 0; ties among usages go to the lower index.
+
+The read addresses the memory as the previous steps left it. The paper's equations leave the
+order open; reading after this step's write would find k_t itself in the row just written
+(cosine 1), an echo of the key rather than anything stored before.
 """
 
 import keras
@@ -76,15 +80,17 @@ class LRUAMemoryCell(keras.layers.Layer):
                                          training=training)
         keys = tf.reshape(self.key_layer(output), [-1, heads, word])
         gates = tf.sigmoid(self.gate_layer(output))[..., None]  # sigma(alpha) [B, H, 1]
+        # Content-based read of M_{t-1}.
+        new_read_weights = tf.nn.softmax(cosine_similarity(keys, memory), axis=-1)
+        reads = tf.reshape(tf.einsum("bhs,bsw->bhw", new_read_weights, memory),
+                           [-1, heads * word])
         # LRUA write: the H least-used locations of w_u(t-1), ascending (ties: lower index).
         least_used = tf.math.top_k(-usage, k=heads).indices  # [B, H]
         least_used_weights = tf.reduce_sum(tf.one_hot(least_used, size), axis=1)  # w_lu
         write_weights = gates * read_weights + (1.0 - gates) * least_used_weights[:, None]
         memory = memory * (1.0 - tf.one_hot(least_used[:, 0], size))[..., None]
         memory = memory + tf.einsum("bhs,bhw->bsw", write_weights, keys)
-        # Content-based read of the written memory.
-        read_weights = tf.nn.softmax(cosine_similarity(keys, memory), axis=-1)
-        reads = tf.reshape(tf.einsum("bhs,bsw->bhw", read_weights, memory), [-1, heads * word])
+        read_weights = new_read_weights
         usage = (self.gamma * usage + tf.reduce_sum(read_weights, axis=1)
                  + tf.reduce_sum(write_weights, axis=1))
         states = [h, c, tf.reshape(memory, [-1, size * word]), reads,
