@@ -157,15 +157,16 @@ REGISTRY = {entry.name: entry for entry in [
     ZooEntry(
         name="maml_omniglot",
         description="MAML (second order, 1 inner step, alpha 0.4), conv4, Omniglot Vinyals "
-                    "split, 5-way; trained on 1-shot meta-batches of 32 (partial budget).",
-        sha256="00412d589b8570ac5b9d11bfd81f9dc3c146c7cda6ebed2d148e093696fbb30a",
+                    "split, 5-way; trained on 1-shot meta-batches of 32 (2,000 meta-steps, "
+                    "a partial budget).",
+        sha256="8a09fcf9abdbd160b715b2d9472581c89e381a05866257590d284ebc5815967e",
         protocol="vinyals",
         train_command=(
             "python tools/train.py --model_dir=runs/maml_omniglot "
             "--data_dir=../shared/data/omniglot --model=maml "
             "--model_config='{\"ways\": 5, \"algorithm\": \"maml\"}' --split=vinyals "
             "--subset=trainval --ways=5 --shots=1 --queries=5 --episodes_per_step=32 "
-            "--episodes=49600 --episodes_per_epoch=1600 --learning_rate=0.001 "
+            "--episodes=64000 --episodes_per_epoch=1600 --learning_rate=0.001 "
             "--lr_decay_every=32000 --lr_decay_rate=0.5 --seed=0"),
     ),
     ZooEntry(
