@@ -195,6 +195,20 @@ REGISTRY = {entry.name: entry for entry in [
             "--learning_rate=0.001 --lr_decay_every=1000000 --lr_decay_rate=1.0 "
             "--inner_learning_rate=0.01 --inner_steps=0 --test_inner_steps=10 --seed=0"),
     ),
+    ZooEntry(
+        name="sequence_lstm_omniglot",
+        description="LSTM baseline of the memory-augmented network (Santoro et al. 2016): "
+                    "label sequences of 5 Omniglot classes x 10 instances, 20x20, one-step"
+                    " label offset.",
+        sha256="bd34ce33f7a89f2f0a4a07557c717ab333383e870dffc73fc131fbad50f5a4fd",
+        protocol="vinyals",
+        train_command=(
+            "python tools/train.py --model_dir=runs/sequence_lstm_omniglot "
+            "--data_dir=../shared/data/omniglot --model=sequence_lstm --split=vinyals "
+            "--subset=trainval --ways=5 --instances=10 --episodes_per_step=16 --distort "
+            "--episodes=80000 --episodes_per_epoch=1600 --learning_rate=0.001 "
+            "--lr_decay_every=40000 --lr_decay_rate=0.5 --seed=0"),
+    ),
 ]}
 
 
