@@ -209,6 +209,20 @@ REGISTRY = {entry.name: entry for entry in [
             "--episodes=80000 --episodes_per_epoch=1600 --learning_rate=0.001 "
             "--lr_decay_every=40000 --lr_decay_rate=0.5 --seed=0"),
     ),
+    ZooEntry(
+        name="fomaml_omniglot",
+        description="First-order MAML (1 inner step, alpha 0.4), conv4, Omniglot Vinyals "
+                    "split, 5-way; 900 meta-steps of 32 1-shot tasks (a partial budget).",
+        sha256="1dc7eafa428232b90b87911b92ba8c2d4572d87d13b665595b570a7531f81532",
+        protocol="vinyals",
+        train_command=(
+            "python tools/train.py --model_dir=runs/fomaml_omniglot "
+            "--data_dir=../shared/data/omniglot --model=maml --model_config='{\"ways\": 5, "
+            "\"algorithm\": \"maml\"}' --first_order --split=vinyals --subset=trainval "
+            "--ways=5 --shots=1 --queries=5 --episodes_per_step=32 --episodes=28800 "
+            "--episodes_per_epoch=1600 --learning_rate=0.001 --lr_decay_every=32000 "
+            "--lr_decay_rate=0.5 --seed=0"),
+    ),
 ]}
 
 
