@@ -313,3 +313,16 @@ def test_fit_on_one_episode_lowers_its_loss(make_episode, rng):
     before = loss()
     model.fit(tf.data.Dataset.from_tensors((episode, query_labels)).repeat(20), verbose=0)
     assert loss() < 0.5 * before
+
+
+def test_evaluation_and_training_keep_to_max_ways(omniglot_dir, tmp_path):
+    from keras_fewshot import evaluation, training
+    five_way = MetaNetwork(**{**TINY, "max_ways": 5})
+    assert evaluation.default_settings(five_way, "vinyals") == ((5, 1), (5, 5))
+    with pytest.raises(ValueError, match="at most 5 classes.*no setting"):
+        evaluation.default_settings(five_way, "lake")  # 20-way only
+    config = training.TrainConfig(model="metanet", model_config={**TINY, "max_ways": 5},
+                                  subset="val", ways=20, episodes=2, episodes_per_epoch=2)
+    with pytest.raises(ValueError, match="at most 5 classes but the episodes are 20-way"):
+        training.train(config, tmp_path / "run", data_source=omniglot_dir, verbose=0)
+    assert not (tmp_path / "run").exists()
