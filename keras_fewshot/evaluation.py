@@ -68,15 +68,23 @@ def episode_accuracies(model, dataset, episodes, verbose=1):
 
 
 def default_settings(model, protocol):
-    """The protocol's settings the model can do: a fixed-N model only its own N."""
+    """The protocol's settings the model can do: a fixed-N model only its own N, a model
+    with a largest N (`max_ways`) those up to it."""
     settings = PROTOCOLS[protocol]["settings"]
-    ways = getattr(model, "fixed_ways", None)
-    if ways is None or protocol == "sinusoid":
+    if protocol == "sinusoid":
         return settings
-    own = tuple(s for s in settings if s[0] == ways)
+    ways = getattr(model, "fixed_ways", None)
+    if ways is not None:
+        own = tuple(s for s in settings if s[0] == ways)
+        if not own:
+            raise ValueError(f"The model classifies exactly {ways} classes, and the {protocol} "
+                             f"protocol has no {ways}-way setting; give settings explicitly")
+        return own
+    most = getattr(model, "max_ways", None)
+    own = tuple(s for s in settings if most is None or s[0] <= most)
     if not own:
-        raise ValueError(f"The model classifies exactly {ways} classes, and the {protocol} "
-                         f"protocol has no {ways}-way setting; give settings explicitly")
+        raise ValueError(f"The model classifies at most {most} classes, and the {protocol} "
+                         "protocol has no setting that small; give settings explicitly")
     return own
 
 

@@ -170,6 +170,21 @@ REGISTRY = {entry.name: entry for entry in [
             "--lr_decay_every=32000 --lr_decay_rate=0.5 --seed=0"),
     ),
     ZooEntry(
+        name="metanet_omniglot",
+        description="Meta Networks (fast weights from loss gradients, task- and example-level), "
+                    "conv4 from the ProtoNet's embedding, Omniglot Vinyals split; any N up to "
+                    "20, any K; trained on 20-way 1-shot episodes.",
+        sha256="42e1d5d5ce90994c5d45d4872c65421e275a010f095989a73631c0bd5acb9031",
+        protocol="vinyals",
+        train_command=(
+            "python tools/train.py --model_dir=runs/metanet_omniglot "
+            "--data_dir=../shared/data/omniglot --model=metanet "
+            "--model_config='{\"max_ways\": 20}' --embedding_from=zoo/protonet_omniglot "
+            "--split=vinyals --subset=trainval --ways=20 --shots=1 --queries=5 "
+            "--episodes=2000 --episodes_per_epoch=500 --learning_rate=0.001 "
+            "--lr_decay_every=2000 --lr_decay_rate=0.5 --seed=0"),
+    ),
+    ZooEntry(
         name="maml_sinusoid",
         description="MAML (second order, 1 inner step) around an MLP 40-40: sinusoid "
                     "regression from K = 5 points.",
