@@ -252,6 +252,34 @@ REGISTRY = {entry.name: entry for entry in [
             "--episodes=147200 --episodes_per_epoch=1600 --learning_rate=0.001 "
             "--lr_decay_every=40000 --lr_decay_rate=0.5 --seed=0"),
     ),
+    ZooEntry(
+        name="metasgd_omniglot",
+        description="Meta-SGD (learned per-parameter inner rates, second order), conv4, "
+                    "Omniglot Vinyals split, 5-way; 225 meta-steps of 32 1-shot tasks (a "
+                    "small budget).",
+        sha256="b8707d6f679985f93df3ff75430d153cbfa2e4268098e216e751ca38b6f0c197",
+        protocol="vinyals",
+        train_command=(
+            "python tools/train.py --model_dir=runs/metasgd_omniglot "
+            "--data_dir=../shared/data/omniglot --model=maml --model_config='{\"ways\": 5, "
+            "\"algorithm\": \"metasgd\"}' --split=vinyals --subset=trainval --ways=5 --shots=1"
+            " --queries=5 --episodes_per_step=32 --episodes=7200 --episodes_per_epoch=800 "
+            "--learning_rate=0.001 --lr_decay_every=16000 --lr_decay_rate=0.5 --seed=0"),
+    ),
+    ZooEntry(
+        name="metalstm_omniglot",
+        description="LSTM meta-learner (Ravi & Larochelle 2017), conv4 with 32 filters, T "
+                    "= 5 updates, Omniglot Vinyals split, 5-way; 250 steps of 16 1-shot "
+                    "episodes (a small budget).",
+        sha256="7fc9090efd586ad89700e315c5b7baeb5285be12207c0307f51b149cd1ec8113",
+        protocol="vinyals",
+        train_command=(
+            "python tools/train.py --model_dir=runs/metalstm_omniglot "
+            "--data_dir=../shared/data/omniglot --model=metalstm --model_config='{\"ways\": "
+            "5}' --split=vinyals --subset=trainval --ways=5 --shots=1 --queries=5 "
+            "--episodes_per_step=16 --episodes=4000 --episodes_per_epoch=800 "
+            "--learning_rate=0.001 --lr_decay_every=8000 --lr_decay_rate=0.5 --seed=0"),
+    ),
 ]}
 
 
