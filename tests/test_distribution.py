@@ -65,7 +65,9 @@ CONFIGS = {
     # over the replicas (Adam would hide a factor 2)
     "reptile": dataclasses.replace(_two_steps("maml", **TINY_MAML, algorithm="reptile"),
                                    optimizer="sgd", learning_rate=0.5),
-    "metalstm": _two_steps("metalstm", filters=8, train_inner_steps=1, test_inner_steps=1),
+    # two updates: at the first the meta-learner LSTM's state is zero, so its recurrent
+    # kernel would get no gradient and only Adam's noise
+    "metalstm": _two_steps("metalstm", filters=8, train_inner_steps=2, test_inner_steps=2),
     "maml_regressor": dataclasses.replace(_two_steps("maml_regressor", hidden_units=[8, 8]),
                                           dataset="sinusoid", shots=5, queries=5),
     # at 28x28 (not the models' 20) the runs share the episode models' data
