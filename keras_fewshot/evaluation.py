@@ -56,24 +56,35 @@ def episode_accuracies(model, dataset, episodes, verbose=1):
                         tf.cast(query_labels, tf.int32))
         return tf.reduce_mean(tf.cast(hits, tf.float32), axis=-1)
 
-    progress = keras.utils.Progbar(episodes, verbose=verbose, unit_name="episode")
+    # The mean so far is passed as a stateful value: Progbar's own averaging of per-batch
+    # values does not weight them by the batch (it showed 95.9% for a 94.4% run).
+    progress = keras.utils.Progbar(episodes, verbose=verbose, unit_name="episode",
+                                   stateful_metrics=["accuracy"])
     values = []
     for inputs, query_labels in dataset:
         values.append(accuracy(inputs, query_labels).numpy())
-        progress.add(len(values[-1]), [("accuracy", float(values[-1].mean()))])
+        progress.add(len(values[-1]), [("accuracy", float(np.concatenate(values).mean()))])
     return np.concatenate(values)
 
 
 def default_settings(model, protocol):
-    """The protocol's settings the model can do: a fixed-N model only its own N."""
+    """The protocol's settings the model can do: a fixed-N model only its own N, a model
+    with a largest N (`max_ways`) those up to it."""
     settings = PROTOCOLS[protocol]["settings"]
-    ways = getattr(model, "fixed_ways", None)
-    if ways is None or protocol == "sinusoid":
+    if protocol == "sinusoid":
         return settings
-    own = tuple(s for s in settings if s[0] == ways)
+    ways = getattr(model, "fixed_ways", None)
+    if ways is not None:
+        own = tuple(s for s in settings if s[0] == ways)
+        if not own:
+            raise ValueError(f"The model classifies exactly {ways} classes, and the {protocol} "
+                             f"protocol has no {ways}-way setting; give settings explicitly")
+        return own
+    most = getattr(model, "max_ways", None)
+    own = tuple(s for s in settings if most is None or s[0] <= most)
     if not own:
-        raise ValueError(f"The model classifies exactly {ways} classes, and the {protocol} "
-                         f"protocol has no {ways}-way setting; give settings explicitly")
+        raise ValueError(f"The model classifies at most {most} classes, and the {protocol} "
+                         "protocol has no setting that small; give settings explicitly")
     return own
 
 

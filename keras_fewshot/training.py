@@ -389,6 +389,10 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1,
             raise ValueError(f"{config.model} classifies exactly {model.fixed_ways} classes "
                              f"but the episodes are {config.ways}-way: set ways in "
                              "--model_config too")
+        if config.ways > (getattr(model, "max_ways", None) or config.ways):
+            raise ValueError(f"{config.model} classifies at most {model.max_ways} classes but "
+                             f"the episodes are {config.ways}-way: raise max_ways in "
+                             "--model_config")
         _check_divisible(config, model, strategy.num_replicas_in_sync)
         if not checkpoints.latest():  # a fresh run's start weights, checked before any file
             if config.init_from:  # fine-tuning: weights only, a fresh optimizer and schedule

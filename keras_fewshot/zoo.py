@@ -157,16 +157,32 @@ REGISTRY = {entry.name: entry for entry in [
     ZooEntry(
         name="maml_omniglot",
         description="MAML (second order, 1 inner step, alpha 0.4), conv4, Omniglot Vinyals "
-                    "split, 5-way; trained on 1-shot meta-batches of 32 (partial budget).",
-        sha256="00412d589b8570ac5b9d11bfd81f9dc3c146c7cda6ebed2d148e093696fbb30a",
+                    "split, 5-way; trained on 1-shot meta-batches of 32 (2,000 meta-steps, "
+                    "a partial budget).",
+        sha256="8a09fcf9abdbd160b715b2d9472581c89e381a05866257590d284ebc5815967e",
         protocol="vinyals",
         train_command=(
             "python tools/train.py --model_dir=runs/maml_omniglot "
             "--data_dir=../shared/data/omniglot --model=maml "
             "--model_config='{\"ways\": 5, \"algorithm\": \"maml\"}' --split=vinyals "
             "--subset=trainval --ways=5 --shots=1 --queries=5 --episodes_per_step=32 "
-            "--episodes=49600 --episodes_per_epoch=1600 --learning_rate=0.001 "
+            "--episodes=64000 --episodes_per_epoch=1600 --learning_rate=0.001 "
             "--lr_decay_every=32000 --lr_decay_rate=0.5 --seed=0"),
+    ),
+    ZooEntry(
+        name="metanet_omniglot",
+        description="Meta Networks (fast weights from loss gradients, task- and example-level), "
+                    "conv4 from the ProtoNet's embedding, Omniglot Vinyals split; any N up to "
+                    "20, any K; trained on 20-way 1-shot episodes.",
+        sha256="42e1d5d5ce90994c5d45d4872c65421e275a010f095989a73631c0bd5acb9031",
+        protocol="vinyals",
+        train_command=(
+            "python tools/train.py --model_dir=runs/metanet_omniglot "
+            "--data_dir=../shared/data/omniglot --model=metanet "
+            "--model_config='{\"max_ways\": 20}' --embedding_from=zoo/protonet_omniglot "
+            "--split=vinyals --subset=trainval --ways=20 --shots=1 --queries=5 "
+            "--episodes=2000 --episodes_per_epoch=500 --learning_rate=0.001 "
+            "--lr_decay_every=2000 --lr_decay_rate=0.5 --seed=0"),
     ),
     ZooEntry(
         name="maml_sinusoid",
@@ -193,6 +209,48 @@ REGISTRY = {entry.name: entry for entry in [
             "--episodes_per_step=25 --episodes=250000 --episodes_per_epoch=25000 "
             "--learning_rate=0.001 --lr_decay_every=1000000 --lr_decay_rate=1.0 "
             "--inner_learning_rate=0.01 --inner_steps=0 --test_inner_steps=10 --seed=0"),
+    ),
+    ZooEntry(
+        name="sequence_lstm_omniglot",
+        description="LSTM baseline of the memory-augmented network (Santoro et al. 2016): "
+                    "label sequences of 5 Omniglot classes x 10 instances, 20x20, one-step"
+                    " label offset.",
+        sha256="bd34ce33f7a89f2f0a4a07557c717ab333383e870dffc73fc131fbad50f5a4fd",
+        protocol="vinyals",
+        train_command=(
+            "python tools/train.py --model_dir=runs/sequence_lstm_omniglot "
+            "--data_dir=../shared/data/omniglot --model=sequence_lstm --split=vinyals "
+            "--subset=trainval --ways=5 --instances=10 --episodes_per_step=16 --distort "
+            "--episodes=80000 --episodes_per_epoch=1600 --learning_rate=0.001 "
+            "--lr_decay_every=40000 --lr_decay_rate=0.5 --seed=0"),
+    ),
+    ZooEntry(
+        name="fomaml_omniglot",
+        description="First-order MAML (1 inner step, alpha 0.4), conv4, Omniglot Vinyals "
+                    "split, 5-way; 900 meta-steps of 32 1-shot tasks (a partial budget).",
+        sha256="1dc7eafa428232b90b87911b92ba8c2d4572d87d13b665595b570a7531f81532",
+        protocol="vinyals",
+        train_command=(
+            "python tools/train.py --model_dir=runs/fomaml_omniglot "
+            "--data_dir=../shared/data/omniglot --model=maml --model_config='{\"ways\": 5, "
+            "\"algorithm\": \"maml\"}' --first_order --split=vinyals --subset=trainval "
+            "--ways=5 --shots=1 --queries=5 --episodes_per_step=32 --episodes=28800 "
+            "--episodes_per_epoch=1600 --learning_rate=0.001 --lr_decay_every=32000 "
+            "--lr_decay_rate=0.5 --seed=0"),
+    ),
+    ZooEntry(
+        name="mann_omniglot",
+        description="Memory-augmented neural network (Santoro et al. 2016): LSTM "
+                    "controller, 128x40 LRUA memory, 4 heads; label sequences of 5 "
+                    "Omniglot classes x 10 instances, 20x20 (a partial budget).",
+        sha256="3de3e5bca7729c7f8e16e46cc89c97379bd993bb993e2149cb5dc4e8dd0407c9",
+        protocol="vinyals",
+        train_command=(
+            "python tools/train.py --model_dir=runs/mann_omniglot "
+            "--data_dir=../shared/data/omniglot --model=mann --split=vinyals "
+            "--subset=trainval --ways=5 --instances=10 --episodes_per_step=16 --distort "
+            "--episodes=147200 --episodes_per_epoch=1600 --learning_rate=0.001 "
+            "--lr_decay_every=40000 --lr_decay_rate=0.5 --seed=0"),
     ),
 ]}
 

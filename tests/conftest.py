@@ -147,6 +147,31 @@ def np_softmax():
     return softmax
 
 
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _lstm(x, kernel, recurrent, bias):
+    """Keras LSTM (gates i, f, c, o) over x [B, T, D] -> hidden states [B, T, U]."""
+    units = recurrent.shape[0]
+    h = np.zeros((x.shape[0], units))
+    c = np.zeros_like(h)
+    out = []
+    for t in range(x.shape[1]):
+        z = x[:, t] @ kernel + h @ recurrent + bias
+        i, f, g, o = np.split(z, 4, axis=-1)
+        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        h = _sigmoid(o) * np.tanh(c)
+        out.append(h)
+    return np.stack(out, axis=1)
+
+
+@pytest.fixture(scope="session")
+def numpy_lstm():
+    """numpy_lstm(x [B, T, D], kernel, recurrent_kernel, bias) -> hidden states [B, T, U]."""
+    return _lstm
+
+
 def squared_distances(queries, prototypes):
     """[Q, D], [N, D] -> [Q, N] squared Euclidean distances, in float64."""
     diff = queries.astype(np.float64)[:, None, :] - prototypes.astype(np.float64)[None]

@@ -51,6 +51,14 @@ def test_episode_accuracies_match_numpy(model, vinyals_test):
     assert len(set(expected.tolist())) > 1  # the comparison is not between constants
 
 
+
+def test_progress_bar_shows_the_mean_accuracy_so_far(model, vinyals_test, capsys):
+    batched = episode_dataset(vinyals_test.images, vinyals_test.labels, 5, 1, QUERIES,
+                              seed=SEED, num_episodes=EPISODES, batch_size=2)
+    accuracies = evaluation.episode_accuracies(model, batched, EPISODES, verbose=2)
+    shown = float(capsys.readouterr().out.rsplit("accuracy: ", 1)[1].split()[0])
+    assert shown == pytest.approx(accuracies.mean(), abs=1e-4)
+
 def test_evaluate_rows_match_numpy_and_are_deterministic(model, vinyals_test, omniglot_dir):
     kwargs = dict(protocol="vinyals", episodes=EPISODES, queries=QUERIES, seed=SEED,
                   data_source=omniglot_dir, settings=[(5, 1)], verbose=0)

@@ -33,28 +33,13 @@ def test_cosine_attention_is_the_papers_attention_sum(rng, scale):
     np.testing.assert_allclose(_softmax(logits), expected, rtol=1e-5, atol=1e-6)
 
 
-def _numpy_lstm(x, kernel, recurrent, bias):
-    """Keras LSTM (gates i, f, c, o) over x [B, T, D] -> hidden states [B, T, U]."""
-    units = recurrent.shape[0]
-    h = np.zeros((x.shape[0], units))
-    c = np.zeros_like(h)
-    out = []
-    for t in range(x.shape[1]):
-        z = x[:, t] @ kernel + h @ recurrent + bias
-        i, f, g, o = np.split(z, 4, axis=-1)
-        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
-        h = _sigmoid(o) * np.tanh(c)
-        out.append(h)
-    return np.stack(out, axis=1)
-
-
-def test_support_context_embedding_is_bilstm_plus_skip(rng):
+def test_support_context_embedding_is_bilstm_plus_skip(rng, numpy_lstm):
     support = rng.normal(size=(2, 5, 4)).astype(np.float32)
     layer = SupportContextEmbedding()
     out = layer(support).numpy()
     forward, backward = layer.bilstm.forward_layer, layer.bilstm.backward_layer
-    fwd = _numpy_lstm(support, *(w.numpy() for w in forward.cell.weights))
-    bwd = _numpy_lstm(support[:, ::-1], *(w.numpy() for w in backward.cell.weights))[:, ::-1]
+    fwd = numpy_lstm(support, *(w.numpy() for w in forward.cell.weights))
+    bwd = numpy_lstm(support[:, ::-1], *(w.numpy() for w in backward.cell.weights))[:, ::-1]
     np.testing.assert_allclose(out, fwd + bwd + support, rtol=1e-4, atol=1e-5)
 
 

@@ -25,6 +25,8 @@ FAMILIES = {
     "maml_metasgd": ("maml", {**TINY, "ways": 3, "algorithm": "metasgd",
                               "test_inner_steps": 1}),
     "maml_regressor": ("maml_regressor", {"hidden_units": [8, 8], "algorithm": "metasgd"}),
+    "metanet": ("metanet", {**TINY, "key_units": 6, "hidden_units": 5, "max_ways": 4,
+                            "meta_units": 3}),
     "mann": ("mann", {"classes": 3, "units": 8, "memory_size": 6, "word_size": 4,
                       "read_heads": 2}),
     "sequence_lstm": ("sequence_lstm", {"classes": 3, "units": 8}),

@@ -5,6 +5,9 @@ from keras_fewshot.layers.matching import (CosineAttentionClassifier, QueryAtten
                                            SupportContextEmbedding)
 from keras_fewshot.layers.memory import LRUAMemoryCell, cosine_similarity
 from keras_fewshot.layers.meta_lstm import MetaLearnerLSTM, preprocess_gradient
+from keras_fewshot.layers.metanet import (AugmentedDense, FastWeightGenerator,
+                                          FastWeightMemoryRead, TaskFastWeightLSTM,
+                                          per_example_kernel_gradients)
 from keras_fewshot.layers.preprocessing import ImagePreprocessing, to_model_pixels
 from keras_fewshot.layers.prototypical import PrototypicalHead, class_means
 from keras_fewshot.layers.relation import RelationModule

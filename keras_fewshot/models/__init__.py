@@ -7,6 +7,7 @@ from keras_fewshot.models.maml import MAMLClassifier, MAMLRegressor
 from keras_fewshot.models.mann import MemoryAugmentedNetwork, SequenceLSTM
 from keras_fewshot.models.matching import MatchingNetwork
 from keras_fewshot.models.metalstm import MetaLSTMClassifier
+from keras_fewshot.models.metanet import MetaNetwork
 from keras_fewshot.models.protonet import PrototypicalNetwork
 from keras_fewshot.models.relation import RelationNetwork
 from keras_fewshot.models.sequence import SEQUENCE_KEYS, SequenceClassifier, validate_sequence
@@ -15,7 +16,7 @@ from keras_fewshot.models.siamese import SiameseNetwork
 MODELS = {"protonet": PrototypicalNetwork, "matching": MatchingNetwork,
           "relation": RelationNetwork, "siamese": SiameseNetwork, "maml": MAMLClassifier,
           "maml_regressor": MAMLRegressor, "metalstm": MetaLSTMClassifier,
-          "mann": MemoryAugmentedNetwork, "sequence_lstm": SequenceLSTM}
+          "metanet": MetaNetwork, "mann": MemoryAugmentedNetwork, "sequence_lstm": SequenceLSTM}
 
 
 def build_model(name, config=None):

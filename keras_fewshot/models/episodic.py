@@ -39,8 +39,9 @@ def _check(condition, message):
     return [tf.debugging.Assert(condition, [message])]
 
 
-def validate_episode(inputs, fixed_ways=None) -> Episode:
-    """Checks an episode dict against the contract and returns it batched."""
+def validate_episode(inputs, fixed_ways=None, max_ways=None) -> Episode:
+    """Checks an episode dict against the contract and returns it batched; `fixed_ways` /
+    `max_ways`: the number of classes a model needs exactly / can take at most."""
     if not isinstance(inputs, dict):
         raise TypeError(f"An episode is a dict with keys {EPISODE_KEYS}; got {type(inputs)}")
     missing = [k for k in EPISODE_KEYS if k not in inputs]
@@ -96,6 +97,10 @@ def validate_episode(inputs, fixed_ways=None) -> Episode:
         checks += _check(num_classes == fixed_ways,
                          f"this model classifies exactly {fixed_ways} classes; the support set "
                          "has a different number")
+    if max_ways is not None:
+        checks += _check(num_classes <= max_ways,
+                         f"this model classifies at most {max_ways} classes; the support set "
+                         "has more")
     with tf.control_dependencies(checks):
         num_classes = tf.identity(num_classes)
     return Episode(s_x, s_y, q_x, num_classes, batched)
@@ -121,11 +126,13 @@ class EpisodicClassifier(keras.Model):
 
     Subclasses implement `classify(support_images [B,S,H,W,C], support_labels [B,S],
     query_images [B,Q,H,W,C], num_classes, training) -> logits [B,Q,N]`; a model that only
-    works for one N sets `fixed_ways`; a model trained otherwise overrides `training_task`,
-    `training_loss` and `training_metrics`.
+    works for one N sets `fixed_ways`, one that takes at most so many classes `max_ways`; a
+    model trained otherwise overrides `training_task`, `training_loss` and
+    `training_metrics`.
     """
 
     fixed_ways = None
+    max_ways = None
     training_task = "episodes"  # what the trainer feeds `fit`: "episodes" or "pairs"
 
     def training_loss(self):
@@ -136,7 +143,7 @@ class EpisodicClassifier(keras.Model):
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
     def call(self, inputs, training=False):
-        episode = validate_episode(inputs, self.fixed_ways)
+        episode = validate_episode(inputs, self.fixed_ways, self.max_ways)
         logits = self.classify(episode.support_images, episode.support_labels,
                                episode.query_images, episode.num_classes, training=training)
         return logits if episode.batched else logits[0]
