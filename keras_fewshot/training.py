@@ -370,9 +370,10 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1,
           strategy=None) -> keras.Model:
     """Trains (or resumes) the run `config` in `model_dir`; returns the trained model.
 
-    Under a tf.distribute `strategy`, each step's `episodes_per_step` episodes (pairs for a
-    pair-trained model) are split over the replicas and batch norm takes its statistics over
-    all of them, so the run follows the one-device run. In a multi-worker cluster every
+    Under a tf.distribute `strategy`, each step's `episodes_per_step` episodes (sequences,
+    tasks; pairs for a pair-trained model) are split over the replicas and batch norm takes
+    its statistics over all of them (the MAML family's over each task's own set, as on one
+    device), so the run follows the one-device run. In a multi-worker cluster every
     worker resumes from `model_dir` (a shared file system) and only the chief writes it.
     """
     config.validate()

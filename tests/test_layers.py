@@ -149,6 +149,20 @@ def test_conv4_round_trip(rng):
         np.testing.assert_array_equal(clone(x).numpy(), expected)
 
 
+def test_conv4_batch_norm_synchronises_over_replicas_unless_told_not_to():
+    def synchronised(layer):
+        return [bn.synchronized for bn in layer.block_layers
+                if isinstance(bn, keras.layers.BatchNormalization)]
+
+    assert synchronised(Conv4Embedding(4)) == [False] * 4  # one replica: nothing to sync
+    assert synchronised(Conv4Embedding(4, synchronized=True)) == [True] * 4
+    for setting in (None, False, True):
+        layer = Conv4Embedding(4, synchronized=setting)
+        assert [clone.synchronized for clone in _round_trips(layer)] == [setting] * 2
+    from keras_fewshot.models import MAMLClassifier  # batch statistics per task, never synced
+    assert MAMLClassifier(filters=4).meta.learner.get_layer("embedding").synchronized is False
+
+
 def test_prototypical_network_round_trip(make_episode, rng, tmp_path):
     model = PrototypicalNetwork(image_size=28, filters=8, distance="cosine", name="pn")
     episode, _ = make_episode(3, 2, 4, rng)

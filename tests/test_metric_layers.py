@@ -111,6 +111,15 @@ def test_relation_mse_loss_matches_numpy(rng):
     assert float(model.training_loss()(labels, logits)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_pair_loss_is_per_pair_binary_cross_entropy(rng):
+    loss = build_model("siamese", {"filters": 4}).training_loss()
+    labels, logits = np.array([1, 0, 0, 1]), rng.normal(size=4).astype(np.float32) * 3
+    p = _sigmoid(logits.astype(np.float64))
+    per_pair = -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+    np.testing.assert_allclose(loss.call(labels, logits).numpy(), per_pair, rtol=1e-5)
+    assert float(loss(labels, logits)) == pytest.approx(per_pair.mean(), rel=1e-5)
+
+
 @pytest.mark.parametrize("name,config", [("matching", {}), ("matching", {"fce": True}),
                                          ("relation", {}), ("siamese", {"dense_units": 8})])
 def test_metric_models_honour_the_contract(name, config, make_episode, rng):

@@ -14,7 +14,8 @@ MAML-family models (--model=maml, maml_regressor) take their meta-learning argum
 
 --strategy=mirrored trains on every local GPU, --strategy=multi_worker on every worker of the
 cluster described by $TF_CONFIG (run the same command on each; --model_dir on a file system
-they share); each step's --episodes_per_step episodes are split over the replicas.
+they share); each step's --episodes_per_step episodes (sequences, tasks; --pairs pairs for
+--model=siamese) are split over the replicas. Every --model trains this way.
 """
 
 import json

@@ -6,7 +6,8 @@ the Relation Network's embedding module pools in the first two only and keeps th
 maps (28x28 -> 7x7x64).
 
 Built under a tf.distribute strategy with several replicas, batch norm takes its statistics
-over the whole global batch (synchronized), as on one device.
+over the whole global batch (synchronized), as on one device; `synchronized=False` keeps them
+per call on each replica, for models whose batches are per task anyway (MAML's inner loop).
 """
 
 import keras
@@ -17,18 +18,21 @@ import tensorflow as tf
 class Conv4Embedding(keras.layers.Layer):
     """float32 [M, H, W, C] -> [M, D] (flatten=True) or feature maps [M, h, w, filters]."""
 
-    def __init__(self, filters=64, blocks=4, pooled_blocks=None, flatten=True, **kwargs):
+    def __init__(self, filters=64, blocks=4, pooled_blocks=None, flatten=True,
+                 synchronized=None, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.blocks = int(blocks)
         self.pooled_blocks = self.blocks if pooled_blocks is None else int(pooled_blocks)
         self.flatten = bool(flatten)
+        self.synchronized = synchronized  # None: when built under several replicas
+        if synchronized is None:
+            synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
         self.block_layers = []
-        replicated = tf.distribute.get_strategy().num_replicas_in_sync > 1
         for i in range(self.blocks):
             self.block_layers += [
                 keras.layers.Conv2D(self.filters, 3, padding="same", name=f"conv{i}"),
-                keras.layers.BatchNormalization(name=f"bn{i}", synchronized=replicated),
+                keras.layers.BatchNormalization(name=f"bn{i}", synchronized=bool(synchronized)),
                 keras.layers.ReLU(name=f"relu{i}"),
             ]
             if i < self.pooled_blocks:
@@ -55,4 +59,5 @@ class Conv4Embedding(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "blocks": self.blocks,
-                "pooled_blocks": self.pooled_blocks, "flatten": self.flatten}
+                "pooled_blocks": self.pooled_blocks, "flatten": self.flatten,
+                "synchronized": self.synchronized}

@@ -80,11 +80,11 @@ class MAML(keras.layers.Layer):
 
     def initial_weights(self):
         """theta: the learner's trainable variables read as tensors (recorded by a tape)."""
-        return [v.value for v in self.learner.trainable_variables]
+        return [tf.convert_to_tensor(v.value) for v in self.learner.trainable_variables]
 
     def forward(self, params, x):
         """The learner's outputs on x with fast weights `params` (batch-norm batch statistics)."""
-        fixed = [v.value for v in self.learner.non_trainable_variables]
+        fixed = [tf.convert_to_tensor(v.value) for v in self.learner.non_trainable_variables]
         outputs, _ = self.learner.stateless_call(params, fixed, x, training=True)
         return outputs
 
@@ -203,10 +203,15 @@ class MetaTrainStep:
     def train_step(self, data):
         inputs, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
         support_x, support_y, query_x = self.meta_tasks(inputs)
+        # Under a tf.distribute strategy each of the R replicas takes B / R of the tasks and
+        # the optimizer sums their gradients: compute_loss divides its loss by R for that,
+        # Reptile's difference is divided here, and the logged loss is multiplied back.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         if self.meta.interpolates:
             gradients, outputs = self.meta.meta_gradients(
                 tf.concat([support_x, query_x], axis=1),
                 tf.concat([tf.cast(support_y, targets.dtype), targets], axis=1))
+            gradients = [g / replicas for g in gradients]
             predictions = outputs[:, tf.shape(support_x)[1]:]
             variables = self.meta.learner.trainable_variables
             loss = self.compute_loss(x=inputs, y=targets, y_pred=predictions)
@@ -217,5 +222,5 @@ class MetaTrainStep:
                 loss = self.compute_loss(x=inputs, y=targets, y_pred=predictions)
             gradients = tape.gradient(loss, variables)
         self.optimizer.apply(gradients, variables)
-        self._loss_tracker.update_state(loss, sample_weight=tf.shape(targets)[0])
+        self._loss_tracker.update_state(loss * replicas, sample_weight=tf.shape(targets)[0])
         return self.compute_metrics(inputs, targets, predictions)

@@ -44,7 +44,8 @@ class MAMLClassifier(MetaTrainStep, EpisodicClassifier):
         self.preprocess = ImagePreprocessing(self.image_size, name="preprocess")
         learner = keras.Sequential([
             keras.Input((self.image_size, self.image_size, 1)),
-            Conv4Embedding(self.filters, name="embedding"),
+            # batch statistics per task (see keras_fewshot.meta.maml), never across replicas
+            Conv4Embedding(self.filters, synchronized=False, name="embedding"),
             keras.layers.Dense(self.ways, name="head")], name="learner")
         self.meta = meta_layer(learner, algorithm, "cross_entropy",
                                inner_learning_rate=inner_learning_rate,

@@ -20,6 +20,18 @@ PAIR_KEYS = ("first_images", "second_images")
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
+class PairCrossEntropy(keras.losses.Loss):
+    """Binary cross-entropy of same-class logits [P] against same/different labels [P] (Koch
+    et al. eq. 1, without the regulariser), one value per pair. Keras's BinaryCrossentropy
+    averages [P] over its last axis into one scalar, which Keras then neither averages nor
+    divides by the replicas of a tf.distribute strategy: their summed gradients doubled."""
+
+    def call(self, y_true, y_pred):
+        return tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(y_true, y_pred.dtype),
+                                                       logits=y_pred)
+
+
+@keras.saving.register_keras_serializable(package="keras_fewshot")
 class SiameseNetwork(EpisodicClassifier):
     """conv4 twin f (optionally followed by a sigmoid dense layer, as Koch's) + L1 head.
 
@@ -57,7 +69,7 @@ class SiameseNetwork(EpisodicClassifier):
         self.built = True
 
     def training_loss(self):
-        return keras.losses.BinaryCrossentropy(from_logits=True)
+        return PairCrossEntropy()
 
     def training_metrics(self):
         return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)]
