@@ -280,6 +280,21 @@ REGISTRY = {entry.name: entry for entry in [
             "--episodes_per_step=16 --episodes=4000 --episodes_per_epoch=800 "
             "--learning_rate=0.001 --lr_decay_every=8000 --lr_decay_rate=0.5 --seed=0"),
     ),
+    ZooEntry(
+        name="reptile_omniglot",
+        description="Reptile (5 SGD steps of 0.1 per task, batched), conv4, Omniglot "
+                    "Vinyals split, 5-way; 300 outer steps of 5 tasks (a tiny budget).",
+        sha256="09d16cac37d2aedef372c93222236d008721af59303e4b643b044f4aa023f383",
+        protocol="vinyals",
+        train_command=(
+            "python tools/train.py --model_dir=runs/reptile_omniglot "
+            "--data_dir=../shared/data/omniglot --model=maml --model_config='{\"ways\": 5, "
+            "\"algorithm\": \"reptile\"}' --inner_learning_rate=0.1 --inner_steps=5 "
+            "--test_inner_steps=10 --optimizer=sgd --learning_rate=1.0 --split=vinyals "
+            "--subset=trainval --ways=5 --shots=1 --queries=9 --episodes_per_step=5 "
+            "--episodes=1500 --episodes_per_epoch=250 --lr_decay_every=2500 "
+            "--lr_decay_rate=0.5 --seed=0"),
+    ),
 ]}
 
 
