@@ -92,17 +92,20 @@ def serving_ms(saved_model_dir, data, ways, shots, queries, repeats=50):
             **_timed(lambda: serve(**inputs)["classes"].numpy(), repeats)}
 
 
-def pipeline_episodes_per_s(data, ways, shots, queries, episodes=500):
-    """The input pipeline alone: episodes per second delivered by `episode_dataset`."""
-    dataset = episode_dataset(data.images, data.labels, ways, shots, queries, seed=0,
-                              num_episodes=episodes + 10)
+def _elements_per_s(dataset, count, warmup=10):
+    """Elements per second that `dataset` delivers over `count` elements after `warmup`."""
     iterator = iter(dataset)
-    for _ in range(10):
+    for _ in range(warmup):
         next(iterator)
     start = time.perf_counter()
-    for _ in range(episodes):
+    for _ in range(count):
         next(iterator)
-    rate = episodes / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start)
+
+def pipeline_episodes_per_s(data, ways, shots, queries, episodes=500):
+    """The input pipeline alone: episodes per second delivered by `episode_dataset`."""
+    rate = _elements_per_s(episode_dataset(data.images, data.labels, ways, shots, queries,
+                                           seed=0, num_episodes=episodes + 10), episodes)
     return {"measure": "pipeline_episodes_per_s", "episode": f"{ways}w{shots}s{queries}q",
             "episodes_per_s": round(rate, 1), "episodes": episodes}
 
@@ -130,15 +133,9 @@ def sequence_serving_ms(saved_model_dir, data, classes, instances, repeats=50):
 
 def pipeline_sequences_per_s(data, classes, instances, sequences=500, distort=False):
     """The input pipeline alone: sequences per second delivered by `sequence_dataset`."""
-    dataset = sequence_dataset(data.images, data.labels, classes, instances, seed=0,
-                               num_sequences=sequences + 10, distort=distort)
-    iterator = iter(dataset)
-    for _ in range(10):
-        next(iterator)
-    start = time.perf_counter()
-    for _ in range(sequences):
-        next(iterator)
-    rate = sequences / (time.perf_counter() - start)
+    rate = _elements_per_s(sequence_dataset(data.images, data.labels, classes, instances,
+                                            seed=0, num_sequences=sequences + 10,
+                                            distort=distort), sequences)
     return {"measure": "pipeline_sequences_per_s", "sequence": f"{classes}x{instances}",
             "distort": distort, "sequences_per_s": round(rate, 1), "sequences": sequences}
 

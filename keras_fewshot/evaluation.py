@@ -46,24 +46,27 @@ def mean_and_ci95(values):
     return float(values.mean()), float(1.96 * values.std(ddof=1) / math.sqrt(len(values)))
 
 
+def _hits(logits, labels):
+    """bool: where the highest-scoring class is the label."""
+    return tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), tf.cast(labels, tf.int32))
+
 def episode_accuracies(model, dataset, episodes, verbose=1):
     """Per-episode query accuracy of `model` over a dataset of batched episodes."""
 
     @tf.function(reduce_retracing=True)
     def accuracy(inputs, query_labels):
-        logits = model(inputs, training=False)
-        hits = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32),
-                        tf.cast(query_labels, tf.int32))
+        hits = _hits(model(inputs, training=False), query_labels)
         return tf.reduce_mean(tf.cast(hits, tf.float32), axis=-1)
 
     # The mean so far is passed as a stateful value: Progbar's own averaging of per-batch
     # values does not weight them by the batch (it showed 95.9% for a 94.4% run).
     progress = keras.utils.Progbar(episodes, verbose=verbose, unit_name="episode",
                                    stateful_metrics=["accuracy"])
-    values = []
+    values, total, count = [], 0.0, 0
     for inputs, query_labels in dataset:
         values.append(accuracy(inputs, query_labels).numpy())
-        progress.add(len(values[-1]), [("accuracy", float(np.concatenate(values).mean()))])
+        total, count = total + float(values[-1].sum()), count + len(values[-1])
+        progress.add(len(values[-1]), [("accuracy", total / count)])
     return np.concatenate(values)
 
 
@@ -247,10 +250,7 @@ def sequence_hits(model, dataset, sequences, verbose=1):
 
     @tf.function(reduce_retracing=True)
     def predict(inputs, labels):
-        logits = model(inputs, training=False)
-        hits = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32),
-                        tf.cast(labels, tf.int32))
-        return hits, instance_numbers(labels)
+        return _hits(model(inputs, training=False), labels), instance_numbers(labels)
 
     progress = keras.utils.Progbar(sequences, verbose=verbose, unit_name="sequence")
     hits, instances = [], []
