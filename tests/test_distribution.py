@@ -68,6 +68,10 @@ CONFIGS = {
     # two updates: at the first the meta-learner LSTM's state is zero, so its recurrent
     # kernel would get no gradient and only Adam's noise
     "metalstm": _two_steps("metalstm", filters=8, train_inner_steps=2, test_inner_steps=2),
+    # two updates: F's LSTM, G's MLPs and the verification head get their first gradient
+    # once the first update has moved the fast-weight read-outs
+    "metanet": _two_steps("metanet", filters=8, key_units=6, hidden_units=5, max_ways=5,
+                          meta_units=3),
     "maml_regressor": dataclasses.replace(_two_steps("maml_regressor", hidden_units=[8, 8]),
                                           dataset="sinusoid", shots=5, queries=5),
     # at 28x28 (not the models' 20) the runs share the episode models' data

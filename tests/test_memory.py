@@ -50,6 +50,8 @@ class NumpyLRUA:
         self.lstm = kernel, recurrent, bias
         self.keys = [w.numpy().astype(np.float64) for w in cell.key_layer.weights]
         self.gates = [w.numpy().astype(np.float64) for w in cell.gate_layer.weights]
+        self.strengths = ([w.numpy().astype(np.float64) for w in cell.strength_layer.weights]
+                          if cell.key_strength else None)
         size, word, heads = cell.memory_size, cell.word_size, cell.read_heads
         if states is None:  # the paper's start: tiny constant memory, nothing read or used
             states = [np.zeros(cell.units), np.zeros(cell.units), np.full(size * word, 1e-6),
@@ -74,7 +76,10 @@ class NumpyLRUA:
         self.h = sigmoid(o) * np.tanh(self.c)
         keys = np.tanh(self.h @ self.keys[0] + self.keys[1]).reshape(cell.read_heads, -1)
         gate = sigmoid(self.h @ self.gates[0] + self.gates[1])[:, None]  # sigma(alpha) [H, 1]
-        read_weights = np_softmax(np_cosine(keys, self.memory))  # addresses M_{t-1}
+        similarity = np_cosine(keys, self.memory)  # addresses M_{t-1}
+        if self.strengths is not None:  # beta = softplus(h W_b + b_b), one per head
+            similarity *= np.log1p(np.exp(self.h @ self.strengths[0] + self.strengths[1]))[:, None]
+        read_weights = np_softmax(similarity)
         self.reads = read_weights @ self.memory
         order = np.argsort(self.usage, kind="stable")  # ties: the lower index first
         least_used = np.zeros(cell.memory_size)
@@ -99,7 +104,8 @@ def random_states(cell, batch, rng):
 
 
 @pytest.mark.parametrize("config", [{}, {"read_heads": 1, "gamma": 0.5},
-                                    {"read_heads": 3, "memory_size": 5}])
+                                    {"read_heads": 3, "memory_size": 5},
+                                    {"key_strength": True}])
 def test_cell_follows_the_lrua_equations_over_several_steps(config):
     cell, rnn = perturbed_cell(3, **config)
     rng = np.random.default_rng(4)
@@ -237,7 +243,7 @@ def test_more_read_heads_than_locations_is_refused():
 
 
 def test_cell_round_trips_through_a_keras_file(tmp_path):
-    _, rnn = perturbed_cell(5)
+    _, rnn = perturbed_cell(5, key_strength=True)
     model = keras.Sequential([keras.Input((None, 6)), rnn])
     inputs = np.random.default_rng(6).normal(size=(2, 4, 6)).astype(np.float32)
     expected = [t.numpy() for t in model(inputs)]
@@ -246,5 +252,6 @@ def test_cell_round_trips_through_a_keras_file(tmp_path):
     cell = loaded.layers[0].cell
     assert isinstance(cell, LRUAMemoryCell)
     assert {k: cell.get_config()[k] for k in SMALL} == SMALL
+    assert cell.key_strength
     for a, e in zip(loaded(inputs), expected):
         np.testing.assert_array_equal(a.numpy(), e)

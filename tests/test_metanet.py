@@ -33,7 +33,7 @@ def _unit(x):
 
 
 def randomized(layer, rng, scale=0.5):
-    """`layer` with every weight drawn anew (the fast-weight read-outs start at zero)."""
+    """`layer` with every weight drawn anew (the fast-weight read-outs start constant)."""
     for w in layer.weights:
         value = rng.normal(0.0, scale, w.shape)
         if "moving_variance" in w.path:
@@ -238,6 +238,27 @@ def test_every_weight_learns_from_the_query_loss(model, sorted_episode):
     silent = [w.path for w, g in zip(model.trainable_weights, gradients)
               if g is None or not np.any(g.numpy())]
     assert not silent
+
+
+def test_every_weight_learns_from_its_initialisation(sorted_episode):
+    """From the model's own initial weights (no randomisation), F's and G's read-outs get a
+    gradient at once and, after one step has moved them, every weight does: no ReLU branch
+    starts dead (an all-zero fast kernel W+ makes relu(x W+) pass no gradient, for ever)."""
+    keras.utils.set_random_seed(2)
+    model = MetaNetwork(**TINY)
+    episode, query_labels = sorted_episode
+    loss_fn, optimizer = model.training_loss(), keras.optimizers.Adam(1e-3)
+
+    def silent_weights():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(query_labels, model(episode, training=True))
+        gradients = tape.gradient(loss, model.trainable_weights)
+        optimizer.apply_gradients(zip(gradients, model.trainable_weights))
+        return [w.path for w, g in zip(model.trainable_weights, gradients)
+                if g is None or not np.any(g.numpy())]
+
+    assert not [p for p in silent_weights() if "fast_weight" in p]
+    assert not silent_weights()
 
 
 @pytest.mark.parametrize("ways, shots", [(1, 1), (2, 3), (4, 1)])

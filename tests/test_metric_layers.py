@@ -89,19 +89,31 @@ def test_siamese_class_score_is_log_mean_pair_probability(make_episode, rng, bia
     assert np.isfinite(scores).all()
 
 
-def test_relation_network_scores_query_against_summed_class_maps(make_episode, rng):
+def relation_of_built_pairs(model, pairs, training):
+    """g_phi on explicitly concatenated [query; class] maps [M, h, w, 2C] (the paper's form)."""
+    module = model.relation
+    features = module.convs(tf.constant(pairs), training=training)
+    return tf.squeeze(module.score(module.hidden(features)), -1).numpy()
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_relation_network_scores_query_against_summed_class_maps(make_episode, rng, training):
+    """Against the pairs built and concatenated: in training mode batch norm sees all Q * N
+    pairs of the episode at once, as it would the concatenated ones."""
     model = build_model("relation")
+    for w in model.weights:  # off the initial weights: biases and moving statistics count
+        value = w.numpy() + rng.normal(0, 0.1, w.shape)
+        w.assign((np.abs(value) if "variance" in w.path else value).astype(np.float32))
     episode, _ = make_episode(3, [1, 2, 3], 2, rng)  # uneven shots, 6 queries
-    logits = model(episode).numpy()
+    logits = model(episode, training=training).numpy()
     assert logits.shape == (6, 3)
-    pixels = lambda x: model.preprocess(tf.constant(x))
-    support_maps = model.embedding(pixels(episode["support_images"])).numpy()
-    query_maps = model.embedding(pixels(episode["query_images"])).numpy()
-    for n in range(3):
-        class_map = support_maps[episode["support_labels"] == n].sum(axis=0)
-        pairs = np.concatenate([query_maps, np.repeat(class_map[None], 6, 0)], axis=-1)
-        np.testing.assert_allclose(logits[:, n], model.relation(pairs).numpy(),
-                                   rtol=1e-4, atol=1e-5)
+    support_maps, query_maps = (m[0].numpy() for m in model.embed_episode(
+        model.embedding, episode["support_images"][None], episode["query_images"][None],
+        training))
+    class_maps = [support_maps[episode["support_labels"] == n].sum(axis=0) for n in range(3)]
+    pairs = np.stack([np.concatenate([q, c], axis=-1) for q in query_maps for c in class_maps])
+    np.testing.assert_allclose(logits, relation_of_built_pairs(model, pairs, training)
+                               .reshape(6, 3), rtol=1e-4, atol=1e-4)
 
 
 def test_relation_mse_loss_matches_numpy(rng):

@@ -97,13 +97,17 @@ def test_meta_flags_train_and_evaluate_a_sinusoid_regressor(run_python, tmp_path
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_benchmark_tool_times_a_regression_zoo_model_by_its_meta_step(run_python):
-    proc = run_python(TOOLS_DIR / "benchmark.py", "--model=maml_sinusoid", "--repeats=1")
+def test_benchmark_tool_times_regression_zoo_models_by_their_meta_step(run_python):
+    """Two models: each in a process of its own (each prints its environment line)."""
+    proc = run_python(TOOLS_DIR / "benchmark.py", "--model=maml_sinusoid",
+                      "--model=pretrained_sinusoid", "--repeats=1")
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    (row,) = [r for r in rows if r["measure"] == "meta_step_ms"]
-    assert (row["model"], row["tasks"]) == ("maml_sinusoid", 25)
-    assert row["episode"] == "5 support + 10 query points"
-    assert row["ms_median"] > 0 and row["peak_memory_mb"] > 0
+    assert [r["measure"] for r in rows] == ["environment", "meta_step_ms"] * 2
+    maml, pretrained = rows[1], rows[3]
+    assert (maml["model"], maml["tasks"], pretrained["model"]) == (
+        "maml_sinusoid", 25, "pretrained_sinusoid")
+    assert maml["episode"] == "5 support + 10 query points"
+    assert maml["ms_median"] > 0 and maml["peak_memory_mb"] > 0
 
 
 TINY_LSTM = {"classes": 3, "image_size": 8, "units": 8}

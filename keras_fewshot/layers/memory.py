@@ -13,6 +13,12 @@ At step t, with H read heads, memory M [S, W] and usage w_u [S]:
 and the cell outputs [h_t; r_t^1 .. r_t^H]. The memory starts at 1e-6 everywhere (so every
 cosine is defined), read weights and usage at 0; ties among usages go to the lower index.
 
+With `key_strength=True` each head also learns the NTM's key strength (Graves et al. 2014,
+eq. 5), beta_t^h = softplus(W_b h_t + b_b), starting at 1 (W_b = 0: the paper's read), and
+reads w_r^h(t)(i) = softmax_i(beta_t^h cosine(k_t^h, M_{t-1}(i))). A cosine lies in [-1, 1], so
+without it the read softmax over 128 rows stays nearly flat: a row matching the key exactly
+gets at most e^2 times the weight of an opposite one.
+
 The read addresses the memory as the previous steps left it. The paper's equations leave the
 order open; reading after this step's write would find k_t itself in the row just written
 (cosine 1), an echo of the key rather than anything stored before.
@@ -23,6 +29,7 @@ import tensorflow as tf
 
 MEMORY_INIT = 1e-6
 COSINE_EPSILON = 1e-12  # floor of the squared norms in the cosine similarity
+SOFTPLUS_INVERSE_OF_1 = 0.5413248546129181  # log(e - 1): a key strength starts at 1
 
 
 def cosine_similarity(keys, memory):
@@ -41,13 +48,14 @@ class LRUAMemoryCell(keras.layers.Layer):
     """
 
     def __init__(self, units=200, memory_size=128, word_size=40, read_heads=4, gamma=0.95,
-                 **kwargs):
+                 key_strength=False, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
         self.memory_size = int(memory_size)
         self.word_size = int(word_size)
         self.read_heads = int(read_heads)
         self.gamma = float(gamma)
+        self.key_strength = bool(key_strength)
         if self.read_heads > self.memory_size:
             raise ValueError(f"read_heads ({self.read_heads}) must not exceed memory_size "
                              f"({self.memory_size}): w_lu marks read_heads locations")
@@ -55,6 +63,10 @@ class LRUAMemoryCell(keras.layers.Layer):
         self.key_layer = keras.layers.Dense(self.read_heads * self.word_size,
                                             activation="tanh", name="keys")
         self.gate_layer = keras.layers.Dense(self.read_heads, name="write_gates")
+        self.strength_layer = keras.layers.Dense(
+            self.read_heads, activation="softplus", name="key_strengths",
+            kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(SOFTPLUS_INVERSE_OF_1)
+        ) if self.key_strength else None
         heads, size, word = self.read_heads, self.memory_size, self.word_size
         self.state_size = [self.units, self.units, size * word, heads * word, heads * size,
                            size]
@@ -65,6 +77,8 @@ class LRUAMemoryCell(keras.layers.Layer):
                                * self.word_size))
         self.key_layer.build((input_shape[0], self.units))
         self.gate_layer.build((input_shape[0], self.units))
+        if self.strength_layer is not None:
+            self.strength_layer.build((input_shape[0], self.units))
 
     def get_initial_state(self, batch_size=None):
         states = [tf.zeros([batch_size, size]) for size in self.state_size]
@@ -81,7 +95,10 @@ class LRUAMemoryCell(keras.layers.Layer):
         keys = tf.reshape(self.key_layer(output), [-1, heads, word])
         gates = tf.sigmoid(self.gate_layer(output))[..., None]  # sigma(alpha) [B, H, 1]
         # Content-based read of M_{t-1}.
-        new_read_weights = tf.nn.softmax(cosine_similarity(keys, memory), axis=-1)
+        similarity = cosine_similarity(keys, memory)
+        if self.strength_layer is not None:
+            similarity = self.strength_layer(output)[..., None] * similarity  # beta [B, H, 1]
+        new_read_weights = tf.nn.softmax(similarity, axis=-1)
         reads = tf.reshape(tf.einsum("bhs,bsw->bhw", new_read_weights, memory),
                            [-1, heads * word])
         # LRUA write: the H least-used locations of w_u(t-1), ascending (ties: lower index).
@@ -100,4 +117,4 @@ class LRUAMemoryCell(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "units": self.units, "memory_size": self.memory_size,
                 "word_size": self.word_size, "read_heads": self.read_heads,
-                "gamma": self.gamma}
+                "gamma": self.gamma, "key_strength": self.key_strength}

@@ -16,13 +16,22 @@ that generate, store, read and use them (the paper's Algorithm 1).
 
 F and G are coordinate-wise, as in the paper: every coordinate of a kernel is one input
 (batch row) to the same small network, so they fit any kernel shape. Their read-out starts
-at zero, so training starts from the slow network and grows the fast weights.
+as the constant 0.01 (zero kernel, bias 0.01), so training starts close to the slow network
+and grows the fast weights. Not at zero: the ReLU branch relu(x W+) of an all-zero W+ passes
+no gradient, so G would never train; on non-negative features x (conv4 after ReLU) a small
+positive W+ keeps that branch active.
 """
 
 import keras
 import tensorflow as tf
 
 from keras_fewshot.layers.meta_lstm import preprocess_gradient
+
+
+def _readout(name):
+    """The linear read-out of F and G: one fast weight per kernel coordinate, starting at 0.01."""
+    return keras.layers.Dense(1, kernel_initializer="zeros",
+                              bias_initializer=keras.initializers.Constant(0.01), name=name)
 
 
 def per_example_kernel_gradients(inputs, pre_activation_gradients):
@@ -87,7 +96,7 @@ class FastWeightGenerator(keras.layers.Layer):
         self.p = float(p)
         self.mlp = [keras.layers.Dense(self.hidden_units, activation="relu", name=f"hidden{i}")
                     for i in range(self.hidden_layers)]
-        self.mlp.append(keras.layers.Dense(1, kernel_initializer="zeros", name="fast_weight"))
+        self.mlp.append(_readout("fast_weight"))
 
     def build(self, gradients_shape=None):
         shape = (None, 2)
@@ -120,7 +129,7 @@ class TaskFastWeightLSTM(keras.layers.Layer):
         self.units = int(units)
         self.p = float(p)
         self.lstm = keras.layers.LSTM(self.units, name="lstm")
-        self.readout = keras.layers.Dense(1, kernel_initializer="zeros", name="fast_weight")
+        self.readout = _readout("fast_weight")
 
     def build(self, gradients_shape=None):
         self.lstm.build((None, None, 2))

@@ -16,13 +16,14 @@ from keras_fewshot.models.sequence import SequenceClassifier
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
 class MemoryAugmentedNetwork(SequenceClassifier):
-    """N classes (fixed), any sequence length; memory and heads as in the paper."""
+    """N classes (fixed), any sequence length; memory and heads as in the paper;
+    `key_strength` adds the NTM's learned read sharpness (see LRUAMemoryCell)."""
 
     def __init__(self, classes=5, image_size=20, units=200, memory_size=128, word_size=40,
-                 read_heads=4, gamma=0.95, **kwargs):
+                 read_heads=4, gamma=0.95, key_strength=False, **kwargs):
         super().__init__(classes, image_size, **kwargs)
         self.cell = LRUAMemoryCell(units, memory_size, word_size, read_heads, gamma,
-                                   name="memory_cell")
+                                   key_strength, name="memory_cell")
         self.recurrent = keras.layers.RNN(self.cell, return_sequences=True, name="recurrent")
         self.scores = keras.layers.Dense(self.classes, name="scores")
         self.recurrent.build((None, None, self.input_size))
@@ -35,7 +36,8 @@ class MemoryAugmentedNetwork(SequenceClassifier):
     def get_config(self):
         return {**super().get_config(), "units": self.cell.units,
                 "memory_size": self.cell.memory_size, "word_size": self.cell.word_size,
-                "read_heads": self.cell.read_heads, "gamma": self.cell.gamma}
+                "read_heads": self.cell.read_heads, "gamma": self.cell.gamma,
+                "key_strength": self.cell.key_strength}
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")

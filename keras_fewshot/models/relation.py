@@ -48,16 +48,9 @@ class RelationNetwork(EpisodicClassifier):
                  training=False):
         support_maps, query_maps = self.embed_episode(self.embedding, support_images,
                                                       query_images, training)
-        batch = tf.shape(support_maps)[0]
         onehot = tf.one_hot(support_labels, num_classes, dtype=support_maps.dtype)
         class_maps = tf.einsum("bsn,bshwc->bnhwc", onehot, support_maps)  # sum over shots
-        queries, ways = tf.shape(query_maps)[1], num_classes
-        pairs = tf.concat([
-            tf.repeat(query_maps[:, :, None], ways, axis=2),
-            tf.repeat(class_maps[:, None], queries, axis=1)], axis=-1)  # [B, Q, N, h, w, 2C]
-        flat = tf.reshape(pairs, tf.concat([[-1], tf.shape(pairs)[3:]], 0))
-        logits = self.relation(flat, training=training)
-        return tf.reshape(logits, (batch, queries, ways))
+        return self.relation(query_maps, class_maps, training=training)
 
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size, "filters": self.filters,
