@@ -15,23 +15,20 @@ that generate, store, read and use them (the paper's Algorithm 1).
                        without activation sums its pre-activations
 
 F and G are coordinate-wise, as in the paper: every coordinate of a kernel is one input
-(batch row) to the same small network, so they fit any kernel shape. Their read-out starts
-as the constant 0.01 (zero kernel, bias 0.01), so training starts close to the slow network
-and grows the fast weights. Not at zero: the ReLU branch relu(x W+) of an all-zero W+ passes
-no gradient, so G would never train; on non-negative features x (conv4 after ReLU) a small
-positive W+ keeps that branch active.
+(batch row) to the same small network, so they fit any kernel shape. Their read-outs start
+small, so training starts close to the slow network and grows the fast weights, but not at
+zero, where nothing upstream of a read-out would get a gradient:
+  * G's read-out starts as the constant 0.01 (zero kernel): G feeds the ReLU branch
+    relu(x W+), which an all-zero W+ would leave without gradient for good, and on
+    non-negative features x (conv4 after ReLU) a small positive W+ keeps it active;
+  * F's read-out starts with a small random kernel (normal, stddev 0.01): F feeds a linear
+    layer, and F and the verification head below it get a gradient from the first step.
 """
 
 import keras
 import tensorflow as tf
 
 from keras_fewshot.layers.meta_lstm import preprocess_gradient
-
-
-def _readout(name):
-    """The linear read-out of F and G: one fast weight per kernel coordinate, starting at 0.01."""
-    return keras.layers.Dense(1, kernel_initializer="zeros",
-                              bias_initializer=keras.initializers.Constant(0.01), name=name)
 
 
 def per_example_kernel_gradients(inputs, pre_activation_gradients):
@@ -96,7 +93,9 @@ class FastWeightGenerator(keras.layers.Layer):
         self.p = float(p)
         self.mlp = [keras.layers.Dense(self.hidden_units, activation="relu", name=f"hidden{i}")
                     for i in range(self.hidden_layers)]
-        self.mlp.append(_readout("fast_weight"))
+        self.mlp.append(keras.layers.Dense(
+            1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(0.01),
+            name="fast_weight"))
 
     def build(self, gradients_shape=None):
         shape = (None, 2)
@@ -129,7 +128,9 @@ class TaskFastWeightLSTM(keras.layers.Layer):
         self.units = int(units)
         self.p = float(p)
         self.lstm = keras.layers.LSTM(self.units, name="lstm")
-        self.readout = _readout("fast_weight")
+        self.readout = keras.layers.Dense(
+            1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+            name="fast_weight")
 
     def build(self, gradients_shape=None):
         self.lstm.build((None, None, 2))
