@@ -41,7 +41,8 @@ def _episode(data, ways, shots, queries):
 
 def train_step_ms(model, config, data, repeats=10, jit_compile=False):
     """One optimizer step of `model.fit`'s train function on the element `config` trains on
-    (an episode, or a batch of pairs), with the model's own loss; XLA with `jit_compile`."""
+    (its `episodes_per_step` episodes or sequences, or a batch of pairs), with the model's
+    own loss; XLA with `jit_compile`."""
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=model.training_loss(),
                   jit_compile=jit_compile)
     inputs, labels = next(iter(training.training_dataset(config, model, data)))
@@ -51,7 +52,9 @@ def train_step_ms(model, config, data, repeats=10, jit_compile=False):
         shape = f"{config.episodes_per_step} sequences of {config.ways}x{config.instances}"
     else:
         shape = f"{config.ways}w{config.shots}s{config.queries}q"
-    return {"measure": "train_ms_per_episode", "episode": shape,
+        if config.episodes_per_step > 1:
+            shape = f"{config.episodes_per_step} episodes of {shape}"
+    return {"measure": "train_ms_per_step", "episode": shape,
             **_timed(lambda: model.train_on_batch(inputs, labels), repeats)}
 
 
