@@ -18,11 +18,31 @@ from keras_fewshot import export, training
 from keras_fewshot.data import episode_dataset, sequence_dataset
 
 
+def _machine_cpu_ticks():
+    """The machine's CPU time so far by kind (Linux /proc/stat: user, nice, system, idle,
+    iowait, irq, softirq, steal, ...), or None where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def _steal_percent(before, after):
+    """Of the machine's CPU time between two readings, the share the hypervisor gave to
+    other guests (steal): a virtual machine's times are inflated by about as much."""
+    if before is None or after is None or len(before) < 8:
+        return None
+    spent = [b - a for a, b in zip(before, after)]
+    return round(100.0 * spent[7] / max(sum(spent), 1), 1)
+
+
 def _timed(fn, repeats, warmup=2):
-    """Wall-clock ms (median, min) and the process's CPU ms (all threads; median), which
-    depends less on what else runs on the machine."""
+    """Wall-clock ms (median, min), the process's CPU ms (all threads; median), which
+    depends less on what else runs on the machine, and the CPU steal while timing."""
     for _ in range(warmup):
         fn()
+    ticks = _machine_cpu_ticks()
     times, cpu_times = [], []
     for _ in range(repeats):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -31,7 +51,7 @@ def _timed(fn, repeats, warmup=2):
         cpu_times.append(1000.0 * (time.process_time() - cpu_start))
     return {"ms_median": round(statistics.median(times), 2),
             "ms_min": round(min(times), 2), "cpu_ms_median": round(statistics.median(cpu_times), 2),
-            "repeats": repeats}
+            "steal_percent": _steal_percent(ticks, _machine_cpu_ticks()), "repeats": repeats}
 
 
 def _episode(data, ways, shots, queries):

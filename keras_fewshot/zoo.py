@@ -174,7 +174,7 @@ REGISTRY = {entry.name: entry for entry in [
         description="Meta Networks (fast weights from loss gradients, task- and example-level), "
                     "conv4 from the ProtoNet's embedding, Omniglot Vinyals split; any N up to "
                     "20, any K; trained on 20-way 1-shot episodes.",
-        sha256="42e1d5d5ce90994c5d45d4872c65421e275a010f095989a73631c0bd5acb9031",
+        sha256="1a77c980d3b0fdbfc8290a2af3cc4b6c19f980bbd6b56cf13638d832ee46d3b7",
         protocol="vinyals",
         train_command=(
             "python tools/train.py --model_dir=runs/metanet_omniglot "

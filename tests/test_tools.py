@@ -74,6 +74,15 @@ def test_benchmark_tool_prints_one_json_line_per_measurement(run_python, omniglo
     for row in rows:
         if "ms_median" in row:
             assert row["ms_median"] > 0 and row["repeats"] >= 1
+            assert 0 <= row["steal_percent"] <= 100  # Linux: /proc/stat is there
+
+
+def test_steal_is_the_hypervisors_share_of_the_machines_cpu_time():
+    from keras_fewshot.benchmark import _steal_percent
+    # user nice system idle iowait irq softirq steal: 300 ticks spent, 60 of them stolen
+    before, after = [100, 0, 10, 500, 0, 0, 0, 40], [250, 0, 40, 560, 0, 0, 0, 100]
+    assert _steal_percent(before, after) == 20.0
+    assert _steal_percent(None, after) is None
 
 
 def test_meta_flags_train_and_evaluate_a_sinusoid_regressor(run_python, tmp_path):
