@@ -49,9 +49,9 @@ flags.DEFINE_multi_enum("measure", ["pipeline", "inference", "serving", "train"]
 
 
 def measure_each_in_its_own_process(names):
-    """Runs this tool once per model: in one process, what earlier models left behind (traced
-    graphs, memory) made later ones 1.5-3x slower (the ProtoNet 60w5s5q step: 1180 ms tenth in
-    line, 637 ms alone), and peak memory is a whole process's."""
+    """Runs this tool once per model: peak memory is a whole process's, and in one process
+    later models came out slower (the ProtoNet 60w5s5q step: 1180 ms tenth in line, 637 ms
+    alone minutes later)."""
     forwarded = [f"--repeats={FLAGS.repeats}", f"--intra_op_threads={FLAGS.intra_op_threads}",
                  f"--inter_op_threads={FLAGS.inter_op_threads}",
                  f"--dtype_policy={FLAGS.dtype_policy}",
