@@ -240,17 +240,19 @@ REGISTRY = {entry.name: entry for entry in [
     ),
     ZooEntry(
         name="mann_omniglot",
-        description="Memory-augmented neural network (Santoro et al. 2016): LSTM "
-                    "controller, 128x40 LRUA memory, 4 heads; label sequences of 5 "
-                    "Omniglot classes x 10 instances, 20x20 (a partial budget).",
-        sha256="3de3e5bca7729c7f8e16e46cc89c97379bd993bb993e2149cb5dc4e8dd0407c9",
+        description="Memory-augmented neural network (Santoro et al. 2016) with the NTM's "
+                    "key strength on its reads: LSTM controller, 128x40 LRUA memory, 4 "
+                    "heads; label sequences of 5 Omniglot classes x 10 instances, 20x20 (a"
+                    " partial budget).",
+        sha256="e7d21372740ba76d6147b234018602e79cec2ac3c535c9bb5e28fae372032a21",
         protocol="vinyals",
         train_command=(
             "python tools/train.py --model_dir=runs/mann_omniglot "
-            "--data_dir=../shared/data/omniglot --model=mann --split=vinyals "
-            "--subset=trainval --ways=5 --instances=10 --episodes_per_step=16 --distort "
-            "--episodes=147200 --episodes_per_epoch=1600 --learning_rate=0.001 "
-            "--lr_decay_every=40000 --lr_decay_rate=0.5 --seed=0"),
+            "--data_dir=../shared/data/omniglot --model=mann "
+            "--model_config='{\"key_strength\": true}' --split=vinyals --subset=trainval "
+            "--ways=5 --instances=10 --episodes_per_step=16 --distort --episodes=299200 "
+            "--episodes_per_epoch=1600 --learning_rate=0.001 --lr_decay_every=400000 "
+            "--lr_decay_rate=0.5 --seed=0"),
     ),
     ZooEntry(
         name="metasgd_omniglot",

@@ -13,7 +13,7 @@ Each --log is a training directory (its history.csv and config.json) or a
 Accuracy by instance of sequence models (tools/evaluate.py --output_json files):
 
     python tools/plot.py --curve=MANN=zoo/mann_omniglot/eval_vinyals.json \
-        --curve=LSTM=zoo/mann_omniglot/eval_vinyals_lstm.json \
+        --curve=LSTM=zoo/sequence_lstm_omniglot/eval_vinyals.json \
         --output=zoo/mann_omniglot/accuracy_by_instance.png
 
 Pictures of episodes with a model's predictions: tools/evaluate.py --plot and
