@@ -125,6 +125,7 @@ def _elements_per_s(dataset, count, warmup=10):
         next(iterator)
     return count / (time.perf_counter() - start)
 
+
 def pipeline_episodes_per_s(data, ways, shots, queries, episodes=500):
     """The input pipeline alone: episodes per second delivered by `episode_dataset`."""
     rate = _elements_per_s(episode_dataset(data.images, data.labels, ways, shots, queries,

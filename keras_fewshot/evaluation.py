@@ -50,6 +50,7 @@ def _hits(logits, labels):
     """bool: where the highest-scoring class is the label."""
     return tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), tf.cast(labels, tf.int32))
 
+
 def episode_accuracies(model, dataset, episodes, verbose=1):
     """Per-episode query accuracy of `model` over a dataset of batched episodes."""
 

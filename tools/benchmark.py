@@ -62,6 +62,46 @@ def measure_each_in_its_own_process(names):
         subprocess.run([sys.executable, __file__, f"--model={name}", *forwarded], check=True)
 
 
+def measure_zoo_model(name):
+    """Every measurement of one zoo model, as JSON lines."""
+    entry = zoo.get_entry(name)
+    config = training.read_config(entry.directory)
+    if entry.protocol == "sinusoid":  # regression: one meta-step of its training config
+        print(json.dumps({**benchmark.meta_step_ms(config, None, FLAGS.repeats),
+                          "model": name}), flush=True)
+        return
+    data = training.load_data(config, evaluation.PROTOCOLS[entry.protocol]["subset"],
+                              FLAGS.data_dir)  # the classes the model is tested on
+    train_data = training.load_data(config, config.subset, FLAGS.data_dir)
+    model = build_model(config.model, config.model_config)
+    sequences = model.training_task == "sequences"
+    shape = (config.ways, config.instances)  # a sequence model's classes x instances
+    rows = []
+    if "pipeline" in FLAGS.measure:
+        rows.append(benchmark.pipeline_sequences_per_s(train_data, *shape,
+                                                       distort=config.distort)
+                    if sequences else
+                    benchmark.pipeline_episodes_per_s(train_data, config.ways, config.shots,
+                                                      config.queries))
+    if "inference" in FLAGS.measure and sequences:
+        rows.append(benchmark.sequence_inference_ms(model, data, *shape, FLAGS.repeats))
+    elif "inference" in FLAGS.measure:
+        for ways, shots in ((5, 1), (getattr(model, "fixed_ways", None) or 20, 5)):
+            rows.append(benchmark.inference_ms(model, data, ways, shots, 15, FLAGS.repeats))
+    if "serving" in FLAGS.measure:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export.export_saved_model(model, f"{tmp}/model")
+            rows.append(benchmark.sequence_serving_ms(path, data, *shape, 5 * FLAGS.repeats)
+                        if sequences else
+                        benchmark.serving_ms(path, data, 5, 1, 1, 5 * FLAGS.repeats))
+    if "train" in FLAGS.measure:
+        rows.append(benchmark.train_step_ms(model, config, train_data, FLAGS.repeats,
+                                            jit_compile=FLAGS.jit_compile))
+    rows.append(benchmark.peak_memory_mb())
+    for row in rows:
+        print(json.dumps({"model": name, **row}), flush=True)
+
+
 def main(argv):
     del argv
     names = FLAGS.model or sorted(zoo.REGISTRY)
@@ -78,43 +118,8 @@ def main(argv):
         data = training.load_data(config, config.subset, FLAGS.data_dir)
         print(json.dumps(benchmark.meta_step_ms(config, data, FLAGS.repeats)), flush=True)
         return
-    for name in names:
-        entry = zoo.get_entry(name)
-        config = training.read_config(entry.directory)
-        if entry.protocol == "sinusoid":  # regression: one meta-step of its training config
-            print(json.dumps({**benchmark.meta_step_ms(config, None, FLAGS.repeats),
-                              "model": name}), flush=True)
-            continue
-        data = training.load_data(config, evaluation.PROTOCOLS[entry.protocol]["subset"],
-                                  FLAGS.data_dir)  # the classes the model is tested on
-        train_data = training.load_data(config, config.subset, FLAGS.data_dir)
-        model = build_model(config.model, config.model_config)
-        sequences = model.training_task == "sequences"
-        shape = (config.ways, config.instances)  # a sequence model's classes x instances
-        rows = []
-        if "pipeline" in FLAGS.measure:
-            rows.append(benchmark.pipeline_sequences_per_s(train_data, *shape,
-                                                           distort=config.distort)
-                        if sequences else
-                        benchmark.pipeline_episodes_per_s(train_data, config.ways, config.shots,
-                                                          config.queries))
-        if "inference" in FLAGS.measure and sequences:
-            rows.append(benchmark.sequence_inference_ms(model, data, *shape, FLAGS.repeats))
-        elif "inference" in FLAGS.measure:
-            for ways, shots in ((5, 1), (getattr(model, "fixed_ways", None) or 20, 5)):
-                rows.append(benchmark.inference_ms(model, data, ways, shots, 15, FLAGS.repeats))
-        if "serving" in FLAGS.measure:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = export.export_saved_model(model, f"{tmp}/model")
-                rows.append(benchmark.sequence_serving_ms(path, data, *shape, 5 * FLAGS.repeats)
-                            if sequences else
-                            benchmark.serving_ms(path, data, 5, 1, 1, 5 * FLAGS.repeats))
-        if "train" in FLAGS.measure:
-            rows.append(benchmark.train_step_ms(model, config, train_data, FLAGS.repeats,
-                                                jit_compile=FLAGS.jit_compile))
-        rows.append(benchmark.peak_memory_mb())
-        for row in rows:
-            print(json.dumps({"model": name, **row}), flush=True)
+    (name,) = names  # one model per process
+    measure_zoo_model(name)
 
 
 if __name__ == "__main__":
