@@ -1,10 +1,11 @@
-"""Speed and memory measurements: training and inference ms per episode (or label sequence),
-input episodes (sequences)/s.
+"""Speed and memory measurements: ms per training step, ms per inference episode (or label
+sequence) and serving request, the training input pipeline's steps/s.
 
 Each function returns a dict ready to print as one JSON line. Times are medians over
 `repeats` runs after warm-up; they depend on the machine and on whatever else runs on it.
 """
 
+import dataclasses
 import os
 import resource
 import statistics
@@ -59,6 +60,17 @@ def _episode(data, ways, shots, queries):
                                      num_episodes=1)))
 
 
+def _step_input(config, model):
+    """What one optimizer step of `config` trains on, e.g. "32 episodes of 5w1s5q"."""
+    if model.training_task == "pairs":
+        return f"{config.pairs} pairs"
+    if model.training_task == "sequences":
+        return f"{config.episodes_per_step} sequences of {config.ways}x{config.instances}"
+    shape = f"{config.ways}w{config.shots}s{config.queries}q"
+    return f"{config.episodes_per_step} episodes of {shape}" if config.episodes_per_step > 1 \
+        else shape
+
+
 def train_step_ms(model, config, data, repeats=10, jit_compile=False):
     """One optimizer step of `model.fit`'s train function on the element `config` trains on
     (its `episodes_per_step` episodes or sequences, or a batch of pairs), with the model's
@@ -66,16 +78,20 @@ def train_step_ms(model, config, data, repeats=10, jit_compile=False):
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=model.training_loss(),
                   jit_compile=jit_compile)
     inputs, labels = next(iter(training.training_dataset(config, model, data)))
-    if model.training_task == "pairs":
-        shape = f"{config.pairs} pairs"
-    elif model.training_task == "sequences":
-        shape = f"{config.episodes_per_step} sequences of {config.ways}x{config.instances}"
-    else:
-        shape = f"{config.ways}w{config.shots}s{config.queries}q"
-        if config.episodes_per_step > 1:
-            shape = f"{config.episodes_per_step} episodes of {shape}"
-    return {"measure": "train_ms_per_step", "episode": shape,
+    return {"measure": "train_ms_per_step", "episode": _step_input(config, model),
             **_timed(lambda: model.train_on_batch(inputs, labels), repeats)}
+
+
+def pipeline_steps_per_s(model, config, data, steps=100, warmup=10):
+    """The training input pipeline alone, as `fit` reads it (`training.training_dataset`):
+    optimizer steps' worth of input delivered per second, over `steps` steps after
+    `warmup`. Divided by the training step's rate, it says how far the pipeline outpaces
+    training."""
+    per_step = 1 if model.training_task == "pairs" else config.episodes_per_step
+    stream = training.training_dataset(
+        dataclasses.replace(config, episodes=(steps + warmup) * per_step), model, data)
+    return {"measure": "pipeline_steps_per_s", "episode": _step_input(config, model),
+            "steps_per_s": round(_elements_per_s(stream, steps, warmup), 1), "steps": steps}
 
 
 def meta_step_ms(config, data, repeats=5):
@@ -126,14 +142,6 @@ def _elements_per_s(dataset, count, warmup=10):
     return count / (time.perf_counter() - start)
 
 
-def pipeline_episodes_per_s(data, ways, shots, queries, episodes=500):
-    """The input pipeline alone: episodes per second delivered by `episode_dataset`."""
-    rate = _elements_per_s(episode_dataset(data.images, data.labels, ways, shots, queries,
-                                           seed=0, num_episodes=episodes + 10), episodes)
-    return {"measure": "pipeline_episodes_per_s", "episode": f"{ways}w{shots}s{queries}q",
-            "episodes_per_s": round(rate, 1), "episodes": episodes}
-
-
 def _sequence(data, classes, instances):
     return next(iter(sequence_dataset(data.images, data.labels, classes, instances, seed=0,
                                       num_sequences=1)))
@@ -153,15 +161,6 @@ def sequence_serving_ms(saved_model_dir, data, classes, instances, repeats=50):
     inputs, _ = _sequence(data, classes, instances)
     return {"measure": "serving_ms_per_request", "sequence": f"{classes}x{instances}",
             **_timed(lambda: serve(**inputs)["classes"].numpy(), repeats)}
-
-
-def pipeline_sequences_per_s(data, classes, instances, sequences=500, distort=False):
-    """The input pipeline alone: sequences per second delivered by `sequence_dataset`."""
-    rate = _elements_per_s(sequence_dataset(data.images, data.labels, classes, instances,
-                                            seed=0, num_sequences=sequences + 10,
-                                            distort=distort), sequences)
-    return {"measure": "pipeline_sequences_per_s", "sequence": f"{classes}x{instances}",
-            "distort": distort, "sequences_per_s": round(rate, 1), "sequences": sequences}
 
 
 def peak_memory_mb():

@@ -15,6 +15,7 @@ renamed into place. A nan or inf loss stops training with FloatingPointError nam
 before the broken weights reach a checkpoint.
 """
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -36,6 +37,7 @@ from keras_fewshot.models import MODELS, build_model
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 CONFIG_FILE = "config.json"
+DTYPE_POLICIES = ("float32", "mixed_bfloat16")
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
 WEIGHTS_FILE = "model.weights.h5"
 MODEL_CLASS_ATTR = "keras_fewshot_model_class"  # weights files this module writes carry it
@@ -71,6 +73,9 @@ class TrainConfig:
     init_from: str = ""  # a training directory whose final weights start this run
     embedding_from: str = ""  # a training directory whose embedding weights start this run
     freeze_embedding: bool = False  # train every layer but the embedding (kept in inference mode)
+    dtype_policy: str = "float32"  # "mixed_bfloat16": Keras mixed precision while training
+    #                                (bf16 compute, float32 weights); evaluation and export
+    #                                rebuild the model in float32
 
     def validate(self):
         """Raises ValueError when the numbers cannot make a run that trains its budget."""
@@ -84,6 +89,9 @@ class TrainConfig:
             raise ValueError("episodes must be a multiple of episodes_per_epoch")
         if self.lr_decay_every % self.episodes_per_step:
             raise ValueError("lr_decay_every must be a multiple of episodes_per_step")
+        if self.dtype_policy not in DTYPE_POLICIES:
+            raise ValueError(f"dtype_policy must be one of {list(DTYPE_POLICIES)}, got "
+                             f"{self.dtype_policy!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got "
                              f"{self.optimizer!r}")
@@ -117,6 +125,17 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"Unknown training config keys {unknown}; known: {sorted(known)}")
         return cls(**values)
+
+
+@contextlib.contextmanager
+def _dtype_policy(name):
+    """Layers built inside compute with Keras dtype policy `name`; the global one after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def read_config(model_dir) -> TrainConfig:
@@ -384,7 +403,8 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1,
     checkpoints = Checkpoints(model_dir / "checkpoints")
     with strategy.scope():
         keras.utils.set_random_seed(config.seed)  # initial weights
-        model = build_model(config.model, config.model_config)
+        with _dtype_policy(config.dtype_policy):
+            model = build_model(config.model, config.model_config)
         if getattr(model, "fixed_ways", None) not in (None, config.ways):
             raise ValueError(f"{config.model} classifies exactly {model.fixed_ways} classes "
                              f"but the episodes are {config.ways}-way: set ways in "

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_fewshot.layers import (Conv4Embedding, ImagePreprocessing, PrototypicalHead,
                                   class_means, to_model_pixels)
+from keras_fewshot.layers.conv4 import BatchNormalization as FusedBatchNormalization
 from keras_fewshot.models import PrototypicalNetwork
 
 PIXEL_TOLERANCE = 0.5 / 255 + 1e-6
@@ -136,6 +137,70 @@ def test_weightless_layer_round_trip(layer, rng, uneven_batch):
     expected = layer(*args, **kwargs).numpy()
     for clone in _round_trips(layer):
         np.testing.assert_array_equal(clone(*args, **kwargs).numpy(), expected)
+
+
+def _batch_norms(rng, shape):
+    """conv4's fused batch norm and Keras's, with the same random weights."""
+    layers = [FusedBatchNormalization(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)]
+    weights = [rng.normal(size=shape[-1:]).astype(np.float32) for _ in range(3)]
+    weights.append(rng.uniform(0.5, 2.0, shape[-1:]).astype(np.float32))
+    for layer in layers:
+        layer.build(shape)
+        layer.set_weights(weights)  # gamma, beta, moving mean, moving variance
+    return layers, weights
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 5, 4), (3, 1, 1, 2), (1, 1, 1, 3)])
+def test_fused_batch_norm_is_algorithm_1(rng, shape):
+    (fused, _), (gamma, beta, moving_mean, moving_var) = _batch_norms(rng, shape)
+    x = rng.normal(2.0, 3.0, shape).astype(np.float32)
+    np.testing.assert_allclose(  # inference: the moving statistics
+        fused(x, training=False).numpy(),
+        gamma * (x - moving_mean) / np.sqrt(moving_var + fused.epsilon) + beta,
+        rtol=1e-5, atol=1e-5)
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))  # biased, as Ioffe & Szegedy
+    np.testing.assert_allclose(fused(x, training=True).numpy(),
+                               gamma * (x - mean) / np.sqrt(var + fused.epsilon) + beta,
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fused.moving_mean.numpy(), 0.9 * moving_mean + 0.1 * mean,
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), 0.9 * moving_var + 0.1 * var,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_fused_batch_norm_has_the_keras_layers_first_and_second_derivatives(rng):
+    """Second order as MAML takes it: the gradient of a loss of the gradient."""
+    shape = (4, 3, 3, 5)
+    layers, _ = _batch_norms(rng, shape)
+    x = tf.constant(rng.normal(size=shape).astype(np.float32))
+    target = tf.constant(rng.normal(size=shape).astype(np.float32))
+    results = []
+    for layer in layers:
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                loss = tf.reduce_sum(tf.square(layer(x, training=True) - target))
+            grads = inner.gradient(loss, [x, layer.gamma, layer.beta])
+            grad_norm = sum(tf.reduce_sum(tf.square(g)) for g in grads)
+        results.append([g.numpy() for g in grads]
+                       + [g.numpy() for g in outer.gradient(grad_norm, [x, layer.gamma])])
+    for fused_result, keras_result in zip(*results):
+        np.testing.assert_allclose(fused_result, keras_result, rtol=1e-3, atol=1e-3)
+
+
+def test_fused_batch_norm_under_mixed_bfloat16_outputs_bfloat16(rng):
+    layer = FusedBatchNormalization(dtype="mixed_bfloat16")
+    x = tf.constant(rng.normal(size=(4, 3, 3, 2)), tf.bfloat16)
+    for training in (True, False):
+        out = layer(x, training=training)
+        assert out.dtype == tf.bfloat16
+    assert layer.moving_mean.dtype == "float32"
+
+
+def test_conv4_pooled_block_order_is_conv_bn_pool_relu():
+    names = [layer.name for layer in Conv4Embedding(4, blocks=2, pooled_blocks=1).block_layers]
+    assert names == ["conv0", "bn0", "pool0", "relu0", "conv1", "bn1", "relu1", "flatten"]
 
 
 def test_conv4_round_trip(rng):

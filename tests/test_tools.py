@@ -69,7 +69,7 @@ def test_benchmark_tool_prints_one_json_line_per_measurement(run_python, omniglo
                       f"--data_dir={omniglot_dir}")
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     measures = {row["measure"] for row in rows}
-    assert {"environment", "pipeline_episodes_per_s", "inference_ms_per_episode",
+    assert {"environment", "pipeline_steps_per_s", "inference_ms_per_episode",
             "serving_ms_per_request", "train_ms_per_step", "peak_memory_mb"} <= measures
     for row in rows:
         if "ms_median" in row:

@@ -128,6 +128,27 @@ def test_bad_configs(tmp_path):
         training.read_config(tmp_path)
     with pytest.raises(ValueError, match="Unknown dataset"):
         training.load_data(dataclasses.replace(TINY, dataset="mnist"), "val")
+    with pytest.raises(ValueError, match="dtype_policy must be one of"):
+        training.train(dataclasses.replace(TINY, dtype_policy="float16"), tmp_path / "b",
+                       verbose=0)
+    assert not (tmp_path / "b").exists()
+
+
+def test_mixed_bfloat16_trains_in_bfloat16_and_releases_a_float32_model(omniglot_dir,
+                                                                        tmp_path, episode):
+    config = dataclasses.replace(TINY, dtype_policy="mixed_bfloat16", episodes=2)
+    model = train(config, tmp_path / "run", omniglot_dir)
+    assert model.embedding.compute_dtype == "bfloat16"
+    assert all(w.dtype == "float32" for w in model.weights)
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is left alone
+    float32_model = train(dataclasses.replace(config, dtype_policy="float32"),
+                          tmp_path / "fp32", omniglot_dir)
+    weights = [w.numpy() for w in model.weights]
+    trained = [np.abs(a - b).max() for a, b in zip(weights, float32_model.get_weights())]
+    assert 0 < max(trained) < 0.05  # the same two steps, in another precision
+    rebuilt = training.model_from_dir(tmp_path / "run")  # evaluation and export: float32
+    assert rebuilt.embedding.compute_dtype == "float32"
+    assert rebuilt(episode).dtype == "float32"
 
 
 def test_config_json_round_trip():
@@ -327,7 +348,7 @@ def test_copy_embedding_copies_the_embedding_and_nothing_else(tiny_run):
     # The copied conv stack computes what the protonet's does on its first (pooled) blocks.
     pixels = source.preprocess(_index_images(3))
     x_source, x_target = pixels, pixels
-    for layer in source.embedding.block_layers[:8]:  # blocks 0 and 1: conv, bn, relu, pool
+    for layer in source.embedding.block_layers[:8]:  # blocks 0 and 1: conv, bn, pool, relu
         x_source = layer(x_source)
     for layer in target.embedding.block_layers[:8]:
         x_target = layer(x_target)

@@ -3,13 +3,14 @@ each model measured in a process of its own.
 
     python tools/benchmark.py --data_dir=../shared/data/omniglot
 
-Measures ms per training episode (the model's training episode shape), ms per inference
+Measures ms per training step (on the model's training element), ms per inference
 episode (5-way 1-shot and 20-way 5-shot, 15 queries), ms per serving request (5-way 1-shot,
-1 query, through the exported SavedModel), the input pipeline's episodes/s, and peak memory.
+1 query, through the exported SavedModel), the training input pipeline alone (steps' worth
+of input per second, as `fit` reads it), and peak memory.
 Fixed-N models (MAML family) are measured on their own N instead of 20-way; regression
 models (sinusoid) by one meta-step of their training configuration; sequence models (mann,
 sequence_lstm) on their training batch of sequences and on one sequence of their training
-shape (inference, serving request, pipeline sequences/s).
+shape (inference, serving request).
 
 With --meta_config (a TrainConfig as JSON; one per process for a clean peak memory) it
 measures one meta-step of that configuration instead, e.g. second-order MAML, 32 tasks of
@@ -78,11 +79,7 @@ def measure_zoo_model(name):
     shape = (config.ways, config.instances)  # a sequence model's classes x instances
     rows = []
     if "pipeline" in FLAGS.measure:
-        rows.append(benchmark.pipeline_sequences_per_s(train_data, *shape,
-                                                       distort=config.distort)
-                    if sequences else
-                    benchmark.pipeline_episodes_per_s(train_data, config.ways, config.shots,
-                                                      config.queries))
+        rows.append(benchmark.pipeline_steps_per_s(model, config, train_data))
     if "inference" in FLAGS.measure and sequences:
         rows.append(benchmark.sequence_inference_ms(model, data, *shape, FLAGS.repeats))
     elif "inference" in FLAGS.measure:

@@ -87,6 +87,9 @@ flags.DEFINE_integer("test_inner_steps", None, "MAML family: inner steps at eval
 flags.DEFINE_bool("first_order", None, "MAML: drop the second-order terms (first-order MAML).")
 flags.DEFINE_enum("strategy", "default", list(training.STRATEGIES), "tf.distribute strategy: "
                   "one device, every local GPU, or every worker of $TF_CONFIG.")
+flags.DEFINE_enum("dtype_policy", _DEFAULTS.dtype_policy, list(training.DTYPE_POLICIES),
+                  "Compute precision while training: mixed_bfloat16 is Keras mixed precision "
+                  "(bf16 compute, float32 weights; evaluation and export stay float32).")
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity (1 progress bar, 2 one line/epoch).")
 
 
@@ -112,7 +115,8 @@ def main(argv):
         optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate,
         lr_decay_every=FLAGS.lr_decay_every,
         lr_decay_rate=FLAGS.lr_decay_rate, seed=FLAGS.seed, init_from=FLAGS.init_from,
-        embedding_from=FLAGS.embedding_from, freeze_embedding=FLAGS.freeze_embedding)
+        embedding_from=FLAGS.embedding_from, freeze_embedding=FLAGS.freeze_embedding,
+        dtype_policy=FLAGS.dtype_policy)
     training.train(config, FLAGS.model_dir, data_source=FLAGS.data_dir, verbose=FLAGS.verbose,
                    strategy=strategy)
 
