@@ -116,6 +116,20 @@ def test_distortion_rotates_and_translates_but_keeps_labels_and_paper():
     np.testing.assert_allclose(ink, 255 * 32, rtol=0.15)  # a moved bar, not a new drawing
 
 
+def test_distorted_batches_stack_the_distorted_sequences(rng):
+    """Distortions are drawn per sequence and applied per batch: batching changes nothing."""
+    labels = np.repeat(np.arange(6), 4)
+    images = rng.integers(0, 256, (24, 12, 12, 1), dtype=np.uint8)
+    single = sequences((images, labels), 3, 2, 4, seed=2, distort=True)
+    batched = sequences((images, labels), 3, 2, 4, seed=2, distort=True, batch_size=2)
+    plain = sequences((images, labels), 3, 2, 4, seed=2)
+    for b, (inputs, targets) in enumerate(batched):
+        for key in inputs:
+            np.testing.assert_array_equal(inputs[key], np.stack(
+                [s[key] for s, _ in single[2 * b:2 * b + 2]]))
+    assert all((s["images"] != p["images"]).any() for (s, _), (p, _) in zip(single, plain))
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"classes": 0}, "classes must be at least 1"),
     ({"instances": 0}, "instances must be at least 1"),

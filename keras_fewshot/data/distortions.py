@@ -20,20 +20,43 @@ def random_affine(images, seed, *, rotation=0.0, shear=0.0, scale=0.0, shift=0.0
     scale: factor drawn from [1 - scale, 1 + scale] per axis; shift: pixels at 105x105
     (Omniglot's resolution; scaled to the image size), from [-shift, shift] per axis.
     """
-    count = tf.shape(images)[0]
-    size = tf.cast(tf.shape(images)[1], tf.float32)
+    return affine_transform(images, affine_parameters(
+        tf.shape(images)[0], seed, rotation=rotation, shear=shear, scale=scale, shift=shift,
+        probability=probability))
+
+
+def affine_parameters(count, seed, *, rotation=0.0, shear=0.0, scale=0.0, shift=0.0,
+                      probability=1.0):
+    """float32 [count, 7]: the random maps of `random_affine`, one row per image: rotation
+    (radians), shear (x, y), scale (x, y), shift (x, y; pixels at 105x105). Drawing them
+    apart from `affine_transform` lets a pipeline draw per element and transform per batch.
+
+    A component whose range is empty is not drawn (it would be neutral for every image),
+    nor is the coin of `probability` 1; the values drawn are the same either way.
+    """
     seeds = tf.random.experimental.stateless_split(seed, 8)
 
     def sample(i, low, high, width, neutral):
         """Uniform in [low, high) with probability `probability`, else the neutral value."""
+        if low == high == neutral:
+            return tf.fill([count, width], float(neutral))
         value = tf.random.stateless_uniform([count, width], seeds[2 * i], low, high)
+        if probability >= 1.0:  # a uniform draw in [0, 1) is always below it
+            return value
         keep = tf.random.stateless_uniform([count, width], seeds[2 * i + 1]) < probability
         return tf.where(keep, value, neutral)
 
-    theta = sample(0, -rotation, rotation, 1, 0.0)[:, 0] * math.pi / 180.0
-    shears = sample(1, -shear, shear, 2, 0.0)
-    scales = sample(2, 1.0 - scale, 1.0 + scale, 2, 1.0)
-    shifts = sample(3, -shift, shift, 2, 0.0) * size / 105.0
+    return tf.concat([sample(0, -rotation, rotation, 1, 0.0) * (math.pi / 180.0),
+                      sample(1, -shear, shear, 2, 0.0),
+                      sample(2, 1.0 - scale, 1.0 + scale, 2, 1.0),
+                      sample(3, -shift, shift, 2, 0.0)], axis=1)
+
+
+def affine_transform(images, parameters):
+    """uint8 [P, s, s, C] and their `affine_parameters` [P, 7] -> the transformed images."""
+    size = tf.cast(tf.shape(images)[1], tf.float32)
+    theta, shears, scales = parameters[:, 0], parameters[:, 1:3], parameters[:, 3:5]
+    shifts = parameters[:, 5:7] * size / 105.0
     cos, sin = tf.cos(theta), tf.sin(theta)
     # Output-to-input map about the image centre: A = R(theta) S(shear) diag(scale).
     a00 = scales[:, 0] * (cos - sin * shears[:, 1])

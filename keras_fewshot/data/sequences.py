@@ -17,7 +17,7 @@ Sequence i depends only on (seed, i), as episodes do: streams are reproducible a
 
 import tensorflow as tf
 
-from keras_fewshot.data.distortions import random_affine
+from keras_fewshot.data.distortions import affine_parameters, affine_transform
 from keras_fewshot.data.episodes import EpisodeSpec, check_images, sample_class_examples
 
 ROTATION = 10.0  # degrees
@@ -60,12 +60,20 @@ def sequence_dataset(images, labels, classes=5, instances=10, *, groups=None, se
         order = tf.argsort(tf.random.stateless_uniform([length], seeds[3]))
         sequence_images = tf.gather(sorted_images, tf.gather(index, order))
         sequence_labels = tf.gather(class_labels, order)
-        if distort:
-            sequence_images = random_affine(sequence_images, seeds[4], rotation=ROTATION,
-                                            shift=SHIFT)
-        return {"images": sequence_images, "labels": sequence_labels}, sequence_labels
+        element = {"images": sequence_images, "labels": sequence_labels}, sequence_labels
+        if distort:  # drawn per sequence, applied per batch: one transform op per batch
+            return *element, affine_parameters(length, seeds[4], rotation=ROTATION, shift=SHIFT)
+        return element
+
+    def distorted(inputs, labels, parameters):
+        images = inputs["images"]
+        flat = tf.reshape(images, tf.concat([[-1], tf.shape(images)[-3:]], 0))
+        flat = affine_transform(flat, tf.reshape(parameters, [-1, 7]))
+        return {**inputs, "images": tf.reshape(flat, tf.shape(images))}, labels
 
     ds = indices.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if batch_size:
         ds = ds.batch(batch_size, drop_remainder=True)
+    if distort:
+        ds = ds.map(distorted, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
