@@ -107,9 +107,11 @@ def test_meta_flags_train_and_evaluate_a_sinusoid_regressor(run_python, tmp_path
 
 
 def test_benchmark_tool_times_regression_zoo_models_by_their_meta_step(run_python):
-    """Two models: each in a process of its own (each prints its environment line)."""
+    """Two models: each in a process of its own (each prints its environment line), which
+    gets every flag of the tool."""
     proc = run_python(TOOLS_DIR / "benchmark.py", "--model=maml_sinusoid",
-                      "--model=pretrained_sinusoid", "--repeats=1")
+                      "--model=pretrained_sinusoid", "--repeats=1",
+                      "--dtype_policy=mixed_bfloat16")
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [r["measure"] for r in rows] == ["environment", "meta_step_ms"] * 2
     maml, pretrained = rows[1], rows[3]
@@ -117,6 +119,8 @@ def test_benchmark_tool_times_regression_zoo_models_by_their_meta_step(run_pytho
         "maml_sinusoid", 25, "pretrained_sinusoid")
     assert maml["episode"] == "5 support + 10 query points"
     assert maml["ms_median"] > 0 and maml["peak_memory_mb"] > 0
+    assert maml["repeats"] == pretrained["repeats"] == 1
+    assert rows[0]["dtype_policy"] == rows[2]["dtype_policy"] == "mixed_bfloat16"
 
 
 TINY_LSTM = {"classes": 3, "image_size": 8, "units": 8}

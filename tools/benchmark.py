@@ -53,12 +53,8 @@ def measure_each_in_its_own_process(names):
     """Runs this tool once per model: peak memory is a whole process's, and in one process
     later models came out slower (the ProtoNet 60w5s5q step: 1180 ms tenth in line, 637 ms
     alone minutes later)."""
-    forwarded = [f"--repeats={FLAGS.repeats}", f"--intra_op_threads={FLAGS.intra_op_threads}",
-                 f"--inter_op_threads={FLAGS.inter_op_threads}",
-                 f"--dtype_policy={FLAGS.dtype_policy}",
-                 *(f"--measure={m}" for m in FLAGS.measure)]
-    forwarded += [f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else []
-    forwarded += ["--jit_compile"] if FLAGS.jit_compile else []
+    forwarded = [line for flag in FLAGS.get_flags_for_module(sys.argv[0])
+                 if flag.name != "model" for line in flag.serialize().splitlines() if line]
     for name in names:
         subprocess.run([sys.executable, __file__, f"--model={name}", *forwarded], check=True)
 
