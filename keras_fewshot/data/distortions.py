@@ -11,6 +11,8 @@ import math
 
 import tensorflow as tf
 
+PAPER = 255.0  # the fill of uncovered pixels: white paper
+
 
 def random_affine(images, seed, *, rotation=0.0, shear=0.0, scale=0.0, shift=0.0,
                   probability=1.0):
@@ -54,6 +56,7 @@ def affine_parameters(count, seed, *, rotation=0.0, shear=0.0, scale=0.0, shift=
 
 def affine_transform(images, parameters):
     """uint8 [P, s, s, C] and their `affine_parameters` [P, 7] -> the transformed images."""
+    images = tf.convert_to_tensor(images)
     size = tf.cast(tf.shape(images)[1], tf.float32)
     theta, shears, scales = parameters[:, 0], parameters[:, 1:3], parameters[:, 3:5]
     shifts = parameters[:, 5:7] * size / 105.0
@@ -66,10 +69,42 @@ def affine_transform(images, parameters):
     centre = (size - 1.0) / 2.0
     b0 = centre - a00 * centre - a01 * centre + shifts[:, 0]
     b1 = centre - a10 * centre - a11 * centre + shifts[:, 1]
-    zeros = tf.zeros_like(a00)
-    transforms = tf.stack([a00, a01, b0, a10, a11, b1, zeros, zeros], axis=1)
-    out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(images, tf.float32), transforms=transforms,
-        output_shape=tf.shape(images)[1:3], fill_value=255.0, interpolation="BILINEAR",
-        fill_mode="CONSTANT")
-    return tf.cast(tf.round(out), tf.uint8)
+    transforms = tf.stack([a00, a01, b0, a10, a11, b1], axis=1)
+    return tf.cast(tf.round(_bilinear_warp(images, transforms, PAPER)), tf.uint8)
+
+
+@tf.function(jit_compile=True)
+def _bilinear_warp(images, transforms, fill):
+    """float32 [P, h, w, C]: each image read at A (col, row) + b for every output pixel
+    (transforms [P, 6] = a00 a01 b0 a10 a11 b1), bilinearly; `fill` outside, and for the
+    corners outside when a point lies within one pixel of the border (the semantics of
+    TensorFlow's ImageProjectiveTransformV3, which has no XLA kernel and took 28 ns per
+    pixel: 9 ms per batch of 16 sequences of 50 images at 20x20)."""
+    shape = tf.shape(images)
+    count, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    rows, cols = tf.meshgrid(tf.range(height, dtype=tf.float32),
+                             tf.range(width, dtype=tf.float32), indexing="ij")
+    rows, cols = tf.reshape(rows, [1, -1]), tf.reshape(cols, [1, -1])
+    t = transforms[:, :, None]
+    x = t[:, 0] * cols + t[:, 1] * rows + t[:, 2]  # [P, h * w] input coordinates
+    y = t[:, 3] * cols + t[:, 4] * rows + t[:, 5]
+    w, h = tf.cast(width, tf.float32), tf.cast(height, tf.float32)
+    inside = (x >= -1.0) & (x <= w) & (y >= -1.0) & (y <= h)
+    x, y = tf.clip_by_value(x, -1.0, w), tf.clip_by_value(y, -1.0, h)
+    x0, y0 = tf.floor(x), tf.floor(y)
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    # A border of `fill` one pixel wide holds every corner a point inside can have.
+    padded = tf.pad(tf.cast(images, tf.float32), [[0, 0], [1, 1], [1, 1], [0, 0]],
+                    constant_values=fill)
+    pixels = tf.reshape(padded, [-1, channels])
+    col0, row0 = tf.cast(x0, tf.int32) + 1, tf.cast(y0, tf.int32) + 1
+    col1, row1 = tf.minimum(col0 + 1, width + 1), tf.minimum(row0 + 1, height + 1)
+    first = (tf.range(count) * (height + 2) * (width + 2))[:, None]
+
+    def at(row, col):
+        return tf.gather(pixels, first + row * (width + 2) + col)  # [P, h * w, C]
+
+    top = (1.0 - fx) * at(row0, col0) + fx * at(row0, col1)
+    bottom = (1.0 - fx) * at(row1, col0) + fx * at(row1, col1)
+    out = tf.where(inside[..., None], (1.0 - fy) * top + fy * bottom, fill)
+    return tf.reshape(out, shape)
