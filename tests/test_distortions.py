@@ -43,6 +43,11 @@ def test_affine_transform_is_the_bilinear_affine_map(rng):
         expected = numpy_affine(image, p[0], p[1:3], p[3:5], p[5:7])
         np.testing.assert_allclose(out[..., 0], expected, atol=0.51 + 1e-3)
     np.testing.assert_array_equal(warped[2], images[2])
+    colour = np.concatenate([images, 255 - images, images // 2], axis=-1)  # 3 channels
+    for c, plane in enumerate((warped, 255 - images, images // 2)):
+        expected = plane if c == 0 else affine_transform(plane, parameters).numpy()
+        np.testing.assert_array_equal(
+            affine_transform(colour, parameters).numpy()[..., c:c + 1], expected)
 
 
 def test_affine_parameters_draw_in_their_ranges_and_skip_empty_ones():

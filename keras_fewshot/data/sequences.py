@@ -71,9 +71,17 @@ def sequence_dataset(images, labels, classes=5, instances=10, *, groups=None, se
         flat = affine_transform(flat, tf.reshape(parameters, [-1, 7]))
         return {**inputs, "images": tf.reshape(flat, tf.shape(images))}, labels
 
-    ds = indices.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    def make_batch(batch):  # a batch's sequences and their one warp in one call, so that
+        #                     tf.data makes whole batches in parallel
+        sequences = [make(batch[j]) for j in range(batch_size)]
+        stacked = tf.nest.map_structure(lambda *parts: tf.stack(parts), *sequences)
+        return distorted(*stacked) if distort else stacked
+
     if batch_size:
-        ds = ds.batch(batch_size, drop_remainder=True)
-    if distort:
-        ds = ds.map(distorted, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = indices.batch(batch_size, drop_remainder=True).map(
+            make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        ds = indices.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if distort:
+            ds = ds.map(distorted, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
