@@ -198,6 +198,20 @@ def test_fused_batch_norm_under_mixed_bfloat16_outputs_bfloat16(rng):
     assert layer.moving_mean.dtype == "float32"
 
 
+def test_conv4_inference_folds_batch_norm_into_the_convolution(rng):
+    layer = Conv4Embedding(filters=8, blocks=3, pooled_blocks=2)
+    layer.build((None, 16, 16, 1))
+    layer.set_weights([np.abs(rng.normal(size=w.shape)) + 0.5 if "variance" in w.path
+                       else rng.normal(size=w.shape) for w in layer.weights])
+    x = rng.random((4, 16, 16, 1)).astype(np.float32)
+    expected = x
+    for block_layer in layer.block_layers:  # conv, then batch norm with moving statistics
+        expected = block_layer(expected, training=False)
+    np.testing.assert_allclose(layer(x, training=False).numpy(), expected.numpy(),
+                               rtol=1e-4, atol=1e-4 * np.abs(expected.numpy()).max())
+    assert not np.allclose(layer(x, training=True).numpy(), expected.numpy(), atol=1e-2)
+
+
 def test_conv4_pooled_block_order_is_conv_bn_pool_relu():
     names = [layer.name for layer in Conv4Embedding(4, blocks=2, pooled_blocks=1).block_layers]
     assert names == ["conv0", "bn0", "pool0", "relu0", "conv1", "bn1", "relu1", "flatten"]

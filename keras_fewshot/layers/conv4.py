@@ -51,6 +51,14 @@ class BatchNormalization(keras.layers.BatchNormalization):
                                     + variance * (1.0 - self.momentum))
         return tf.cast(outputs, self.compute_dtype)
 
+    def folded_conv(self, conv, inputs):
+        """`conv` (a linear, stride-1, 'same' Conv2D) and then this layer in inference mode,
+        as one convolution: kernel * s and (bias - moving mean) * s + beta, with
+        s = gamma / sqrt(moving variance + eps)."""
+        scale = self.gamma * tf.math.rsqrt(self.moving_variance + self.epsilon)
+        bias = (conv.bias - self.moving_mean) * scale + self.beta
+        return tf.nn.bias_add(tf.nn.conv2d(inputs, conv.kernel * scale, 1, "SAME"), bias)
+
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
 class Conv4Embedding(keras.layers.Layer):
@@ -85,8 +93,12 @@ class Conv4Embedding(keras.layers.Layer):
             shape = layer.compute_output_shape(shape)
 
     def call(self, x, training=False):
-        for layer in self.block_layers:
-            x = layer(x, training=training)
+        layers = iter(self.block_layers)
+        for layer in layers:
+            if isinstance(layer, keras.layers.Conv2D) and not training and x.dtype == tf.float32:
+                x = next(layers).folded_conv(layer, x)  # inference: batch norm in the conv
+            else:
+                x = layer(x, training=training)
         return x
 
     def compute_output_shape(self, input_shape):
