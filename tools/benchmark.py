@@ -43,7 +43,7 @@ flags.DEFINE_string("meta_config", None, "Measure one meta-step of this TrainCon
 flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow threads within an op (0: TF's default).")
 flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow ops run at once (0: TF's default).")
 flags.DEFINE_bool("jit_compile", False, "Compile the training step with XLA.")
-flags.DEFINE_enum("dtype_policy", "float32", ["float32", "mixed_bfloat16"],
+flags.DEFINE_enum("dtype_policy", "float32", list(training.DTYPE_POLICIES),
                   "Keras dtype policy of the models (mixed_bfloat16: bf16 compute).")
 flags.DEFINE_multi_enum("measure", ["pipeline", "inference", "serving", "train"],
                         ["pipeline", "inference", "serving", "train"], "What to measure.")

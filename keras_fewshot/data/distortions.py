@@ -56,7 +56,6 @@ def affine_parameters(count, seed, *, rotation=0.0, shear=0.0, scale=0.0, shift=
 
 def affine_transform(images, parameters):
     """uint8 [P, s, s, C] and their `affine_parameters` [P, 7] -> the transformed images."""
-    images = tf.convert_to_tensor(images)
     size = tf.cast(tf.shape(images)[1], tf.float32)
     theta, shears, scales = parameters[:, 0], parameters[:, 1:3], parameters[:, 3:5]
     shifts = parameters[:, 5:7] * size / 105.0
@@ -77,9 +76,9 @@ def affine_transform(images, parameters):
 def _bilinear_warp(images, transforms, fill):
     """float32 [P, h, w, C]: each image read at A (col, row) + b for every output pixel
     (transforms [P, 6] = a00 a01 b0 a10 a11 b1), bilinearly; `fill` outside, and for the
-    corners outside when a point lies within one pixel of the border (the semantics of
-    TensorFlow's ImageProjectiveTransformV3, which has no XLA kernel and took 28 ns per
-    pixel: 9 ms per batch of 16 sequences of 50 images at 20x20)."""
+    corners outside when a point lies within one pixel of the border: the semantics of
+    TensorFlow's ImageProjectiveTransformV3, which has no XLA kernel and was the sequence
+    pipeline's bottleneck."""
     shape = tf.shape(images)
     count, height, width = shape[0], shape[1], shape[2]
     rows, cols = tf.meshgrid(tf.range(height, dtype=tf.float32),

@@ -71,17 +71,18 @@ def sequence_dataset(images, labels, classes=5, instances=10, *, groups=None, se
         flat = affine_transform(flat, tf.reshape(parameters, [-1, 7]))
         return {**inputs, "images": tf.reshape(flat, tf.shape(images))}, labels
 
+    def finished(element):
+        return distorted(*element) if distort else element
+
     def make_batch(batch):  # a batch's sequences and their one warp in one call, so that
         #                     tf.data makes whole batches in parallel
-        sequences = [make(batch[j]) for j in range(batch_size)]
-        stacked = tf.nest.map_structure(lambda *parts: tf.stack(parts), *sequences)
-        return distorted(*stacked) if distort else stacked
+        return finished(tf.nest.map_structure(lambda *parts: tf.stack(parts),
+                                              *[make(batch[j]) for j in range(batch_size)]))
 
     if batch_size:
         ds = indices.batch(batch_size, drop_remainder=True).map(
             make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
-        ds = indices.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        if distort:
-            ds = ds.map(distorted, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = indices.map(lambda i: finished(make(i)), num_parallel_calls=tf.data.AUTOTUNE,
+                         deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
