@@ -4,7 +4,8 @@
 A training directory holds:
   config.json          the TrainConfig: `evaluate` and `export` rebuild the exact model from it
   checkpoints/         model + optimizer state every `episodes_per_epoch` episodes
-                       (ckpt-<step>.weights.h5, the newest three)
+                       (ckpt-<step>.weights.h5, the newest three, each with its sha256 in
+                       ckpt-<step>.weights.h5.sha256: a damaged one is never resumed from)
   history.csv, logs/   per-epoch metrics; TensorBoard scalars (loss, accuracy, learning
                        rate) and, in logs/episodes, a picture of one episode each epoch
   model.weights.h5     the final weights
@@ -17,8 +18,10 @@ before the broken weights reach a checkpoint.
 
 import contextlib
 import dataclasses
+import hashlib
 import inspect
 import json
+import logging
 import math
 import os
 import pathlib
@@ -41,6 +44,10 @@ DTYPE_POLICIES = ("float32", "mixed_bfloat16")
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
 WEIGHTS_FILE = "model.weights.h5"
 MODEL_CLASS_ATTR = "keras_fewshot_model_class"  # weights files this module writes carry it
+HASH_SUFFIX = ".sha256"  # checkpoints/ckpt-<step>.weights.h5.sha256: the checkpoint's sha256
+DAMAGED_PREFIX = "damaged-"  # a damaged checkpoint is moved aside under this prefix
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -120,10 +127,27 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        """The TrainConfig of config.json's values, or ValueError naming what is wrong: not an
+        object, an unknown key, a value of the wrong type, an unknown model, a bad image_size."""
+        if not isinstance(values, dict):
+            raise ValueError("A training config is a JSON object of settings, got a "
+                             f"{type(values).__name__}")
+        types = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
+                 "dict": (dict,)}  # of each field's annotation, as JSON gives them
+        fields = {f.name: getattr(f.type, "__name__", f.type) for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
         if unknown:
-            raise ValueError(f"Unknown training config keys {unknown}; known: {sorted(known)}")
+            raise ValueError(f"Unknown training config keys {unknown}; known: {sorted(fields)}")
+        for name, value in values.items():
+            if (not isinstance(value, types[fields[name]])
+                    or (isinstance(value, bool) and fields[name] != "bool")):
+                raise ValueError(f"{name} must be a JSON {fields[name]}, got {value!r}")
+        if values.get("model", cls.model) not in MODELS:
+            raise ValueError(f"Unknown model {values['model']!r}; available: {sorted(MODELS)}")
+        size = values.get("model_config", {}).get("image_size", 1)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError("model_config's image_size must be a positive whole number of "
+                             f"pixels, got {size!r}")
         return cls(**values)
 
 
@@ -142,17 +166,25 @@ def read_config(model_dir) -> TrainConfig:
     path = pathlib.Path(model_dir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {model_dir} is not a training directory")
-    return TrainConfig.from_dict(json.loads(path.read_text()))
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    try:
+        return TrainConfig.from_dict(values)
+    except ValueError as error:
+        raise ValueError(f"{path} is not a valid training config: {error}") from error
 
 
 def model_from_dir(model_dir) -> keras.Model:
-    """The model a training directory describes, with its final (else latest) weights."""
+    """The model a training directory describes, with its final (else newest intact
+    checkpoint's) weights."""
     model_dir = pathlib.Path(model_dir)
     config = read_config(model_dir)
     model = build_model(config.model, config.model_config)
     weights = model_dir / WEIGHTS_FILE
     if not weights.is_file():
-        weights = Checkpoints(model_dir / "checkpoints").latest()
+        weights = Checkpoints(model_dir / "checkpoints").restore_point()
         if weights is None:
             raise FileNotFoundError(f"{model_dir} has neither {WEIGHTS_FILE} nor a checkpoint")
     load_weights(model, weights, config)  # a checkpoint's optimizer state is not needed here
@@ -192,11 +224,20 @@ def load_data(config: TrainConfig, subset: str, source=None):
                         rotations=config.rotations and subset == config.subset)
 
 
+class DamagedCheckpointError(ValueError):
+    """A checkpoint whose bytes do not match its recorded sha256, or that cannot be read."""
+
+
 class Checkpoints:
     """checkpoints/ckpt-<step>.weights.h5: model and optimizer state, newest `keep` kept.
 
     Each file is written under a temporary name and renamed into place, so a run killed
-    mid-save leaves the previous checkpoint as the latest complete one.
+    mid-save leaves the previous checkpoint as the latest complete one. Its sha256 goes to
+    ckpt-<step>.weights.h5.sha256 (`sha256sum -c` format), renamed into place before the
+    checkpoint itself: a checkpoint whose bytes no longer match is refused, and a resume
+    takes the newest one that does (`restore_point`), saying which it skipped. Checkpoints
+    written before the hashes (no .sha256 beside them) still resume, with a notice that
+    their integrity cannot be checked.
     """
 
     def __init__(self, directory, keep=3):
@@ -211,17 +252,118 @@ class Checkpoints:
                 found.append(int(number))
         return sorted(found)
 
+    def path(self, step):
+        return self.directory / f"ckpt-{step}.weights.h5"
+
     def latest(self):
+        """The newest checkpoint file, not verified (see `restore_point`)."""
         steps = self.steps()
-        return self.directory / f"ckpt-{steps[-1]}.weights.h5" if steps else None
+        return self.path(steps[-1]) if steps else None
+
+    @staticmethod
+    def verify(path):
+        """True when `path` matches the sha256 recorded beside it, False when it has no
+        recorded hash (written before checkpoints had one) but is a readable HDF5 file;
+        DamagedCheckpointError naming the file and the problem otherwise."""
+        path = pathlib.Path(path)
+        recorded = _recorded_sha256(path)
+        if recorded is not None:
+            try:
+                actual = _sha256(path)
+            except OSError as error:  # e.g. moved aside meanwhile by the chief
+                raise DamagedCheckpointError(f"{path} cannot be read: {error}") from error
+            if actual != recorded:
+                raise DamagedCheckpointError(
+                    f"{path} is damaged: its sha256 is {actual}, but "
+                    f"{_hash_path(path).name} records {recorded}")
+            return True
+        try:
+            with h5py.File(path, "r"):
+                pass
+        except OSError as error:
+            raise DamagedCheckpointError(f"{path} is not a readable weights file (truncated "
+                                         f"or corrupted?): {error}") from error
+        return False
+
+    def restore_point(self, quarantine=False):
+        """The newest checkpoint that passes `verify`, or None when there is no checkpoint.
+
+        Each newer damaged one is named in a logged warning and, with `quarantine` (the
+        process that writes the directory), moved aside to damaged-ckpt-<step>.weights.h5 so
+        the run's next checkpoints replace it; a checkpoint without a recorded hash is taken
+        with a notice. Raises DamagedCheckpointError when every checkpoint is damaged."""
+        damaged = []
+        for step in reversed(self.steps()):
+            path = self.path(step)
+            try:
+                hashed = self.verify(path)
+            except DamagedCheckpointError as error:
+                damaged.append(path)
+                moved = ""
+                if quarantine:
+                    moved = f"; moved to {self._quarantine(path).name}"
+                logger.warning("Skipping a damaged checkpoint: %s%s", error, moved)
+                continue
+            if damaged:
+                logger.warning("Resuming from %s, the newest intact checkpoint, instead of the "
+                               "damaged %s", path, ", ".join(p.name for p in damaged))
+            if not hashed:
+                logger.warning("%s carries no sha256 (written before checkpoints had one): "
+                               "resuming from it without an integrity check", path)
+            return path
+        if damaged:
+            raise DamagedCheckpointError(
+                f"Every checkpoint in {self.directory} is damaged "
+                f"({', '.join(p.name for p in damaged)}); nothing to resume from. Move the "
+                "directory aside to train from the start.")
+        return None
+
+    def _quarantine(self, path):
+        target = path.with_name(DAMAGED_PREFIX + path.name)
+        path.replace(target)
+        if _hash_path(path).exists():
+            _hash_path(path).replace(_hash_path(target))
+        return target
 
     def save(self, model, step):
         self.directory.mkdir(parents=True, exist_ok=True)
         for stale in self.directory.glob("tmp.*"):  # left by a run killed mid-save
             stale.unlink(missing_ok=True)
-        _atomic_save_weights(model, self.directory / f"ckpt-{step}.weights.h5")
+        _atomic_save_weights(model, self.path(step), record_hash=True)
         for old in self.steps()[:-self.keep]:
-            (self.directory / f"ckpt-{old}.weights.h5").unlink(missing_ok=True)
+            self.path(old).unlink(missing_ok=True)
+            _hash_path(self.path(old)).unlink(missing_ok=True)
+        for orphan in self.directory.glob("ckpt-*.weights.h5" + HASH_SUFFIX):
+            if not orphan.with_suffix("").exists():  # a kill between the hash and its file
+                orphan.unlink(missing_ok=True)
+
+
+def _hash_path(path):
+    return path.with_name(path.name + HASH_SUFFIX)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _recorded_sha256(path):
+    """The hex sha256 recorded beside `path`, None when there is no record; a record that
+    is not a sha256 makes the checkpoint damaged."""
+    record = _hash_path(path)
+    try:
+        text = record.read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        return None
+    fields = text.split()
+    if (len(fields) != 2 or fields[1] != path.name or len(fields[0]) != 64
+            or any(c not in "0123456789abcdef" for c in fields[0])):
+        raise DamagedCheckpointError(f"{record} is not a sha256 record of {path.name} "
+                                     f"(expected '<64 hex digits>  {path.name}')")
+    return fields[0]
 
 
 class _CheckpointEachEpoch(keras.callbacks.Callback):
@@ -269,11 +411,17 @@ def _replace_durably(tmp, path):
         os.close(directory)
 
 
-def _atomic_save_weights(model, path):
+def _atomic_save_weights(model, path, record_hash=False):
+    """Writes `path` complete or not at all; with `record_hash`, its sha256 (of the bytes
+    on disk) first to `path`.sha256, so a checkpoint in place always has its record."""
     tmp = path.with_name("tmp." + path.name)
     model.save_weights(tmp)
     with h5py.File(tmp, "a") as f:  # lets load_weights tell a config of another model
         f.attrs[MODEL_CLASS_ATTR] = type(model).__name__
+    if record_hash:
+        record = _hash_path(tmp)
+        record.write_text(f"{_sha256(tmp)}  {path.name}\n", encoding="ascii")
+        _replace_durably(record, _hash_path(path))
     _replace_durably(tmp, path)
 
 
@@ -401,6 +549,9 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1,
     _check_resumable(model_dir, config)
     data = load_data(config, config.subset, data_source)
     checkpoints = Checkpoints(model_dir / "checkpoints")
+    # The newest intact checkpoint; damaged newer ones are named (and moved aside by the
+    # process that writes the directory), never resumed from.
+    restore = checkpoints.restore_point(quarantine=_is_chief(strategy))
     with strategy.scope():
         keras.utils.set_random_seed(config.seed)  # initial weights
         with _dtype_policy(config.dtype_policy):
@@ -414,7 +565,7 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1,
                              f"the episodes are {config.ways}-way: raise max_ways in "
                              "--model_config")
         _check_divisible(config, model, strategy.num_replicas_in_sync)
-        if not checkpoints.latest():  # a fresh run's start weights, checked before any file
+        if restore is None:  # a fresh run's start weights, checked before any file
             if config.init_from:  # fine-tuning: weights only, a fresh optimizer and schedule
                 model.set_weights(model_from_dir(config.init_from).get_weights())
             elif config.embedding_from:  # transfer: the embedding only, other layers fresh
@@ -431,8 +582,8 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1,
         optimizer.build(model.trainable_variables)
         model.compile(optimizer=optimizer,
                       loss=model.training_loss(), metrics=model.training_metrics())
-        if checkpoints.latest():
-            load_weights(model, checkpoints.latest(), config)
+        if restore is not None:
+            load_weights(model, restore, config)
     if model.training_task == "episodes" and data is not None:  # refused before any file
         data.check_episodes(config.ways, config.shots, config.queries,
                             what=f"{config.dataset} {config.split}/{config.subset}")

@@ -1,16 +1,21 @@
-"""Training survives SIGKILL (resume from the last checkpoint, same episode stream) and stops on
-a non-finite loss keeping the last good checkpoint."""
+"""Training survives SIGKILL (resume from the last checkpoint, same episode stream), stops on
+a non-finite loss keeping the last good checkpoint, and never resumes from a damaged
+checkpoint (each carries its sha256; the newest intact one is taken, and the skip is said)."""
 
 import csv
 import dataclasses
+import logging
 import os
 import pathlib
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -118,3 +123,157 @@ def test_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_checkpo
     assert not (tmp_path / "run" / "model.weights.h5").exists()
     good = training.model_from_dir(tmp_path / "run").get_weights()
     assert all(np.isfinite(w).all() for w in good)
+
+
+# --- Damaged checkpoints ------------------------------------------------------------------------
+
+TINY = dataclasses.replace(RUN, episodes=4, episodes_per_epoch=2, lr_decay_every=2)
+TRAINING_LOG = "keras_fewshot.training"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(omniglot_dir, tmp_path_factory):
+    """A finished run of TINY: checkpoints at steps 2 and 4, each with its sha256."""
+    model_dir = tmp_path_factory.mktemp("tiny") / "run"
+    training.train(TINY, model_dir, data_source=omniglot_dir, verbose=0)
+    return model_dir
+
+
+def unfinished_copy(run, where):
+    """A copy of `run` stopped after its last checkpoint (no final weights yet)."""
+    copy = shutil.copytree(run, where)
+    (copy / training.WEIGHTS_FILE).unlink()
+    return copy
+
+
+def flip_data_bytes(path):
+    """Flips bits in the stored values of one float32 weight of the HDF5 file `path`, the way
+    a bad disk or a bad copy would: the file still opens and loads, with other numbers.
+    Returns the weight's name and its values before and after."""
+    with h5py.File(path, "r") as f:
+        names = []
+        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset)
+                     and obj.dtype == np.float32 and obj.size >= 8 else None)
+        name = names[0]
+        offset = f[name].id.get_offset()  # contiguous storage: the values' place in the file
+        before = f[name][()]
+    assert offset is not None, f"{name} is not stored contiguously"
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        data = f.read(16)  # the first four values: flip the high bits of their exponents
+        f.seek(offset)
+        f.write(bytes(b ^ (0x55 if i % 4 == 3 else 0) for i, b in enumerate(data)))
+    with h5py.File(path, "r") as f:
+        after = f[name][()]
+    return name, before, after
+
+
+def test_flipped_bytes_are_a_silent_change_without_the_hash(tiny_run, tmp_path):
+    """The damage the hash is for: h5py reads the flipped file without complaint."""
+    path = shutil.copy(tiny_run / "checkpoints" / "ckpt-4.weights.h5", tmp_path)
+    name, before, after = flip_data_bytes(path)
+    assert not np.array_equal(before, after)
+    assert np.array_equal(before.ravel()[4:], after.ravel()[4:])  # only those four values
+    assert training.Checkpoints.verify(tiny_run / "checkpoints" / "ckpt-4.weights.h5") is True
+    assert training.Checkpoints.verify(path) is False  # copied without its record: unhashed
+
+
+def test_damaged_latest_checkpoint_is_refused_and_the_newest_good_one_resumes(
+        tiny_run, omniglot_dir, tmp_path, caplog):
+    damaged = unfinished_copy(tiny_run, tmp_path / "damaged")
+    flip_data_bytes(damaged / "checkpoints" / "ckpt-4.weights.h5")
+    with pytest.raises(training.DamagedCheckpointError, match=r"ckpt-4\.weights\.h5 is damaged: "
+                       r"its sha256 is [0-9a-f]{64}, but ckpt-4\.weights\.h5\.sha256 records"):
+        training.Checkpoints.verify(damaged / "checkpoints" / "ckpt-4.weights.h5")
+
+    with caplog.at_level(logging.WARNING, logger=TRAINING_LOG):
+        training.train(TINY, damaged, data_source=omniglot_dir, verbose=0)
+    warnings = [r.getMessage() for r in caplog.records if r.name == TRAINING_LOG]
+    assert any("ckpt-4.weights.h5 is damaged" in w and "moved to damaged-ckpt-4.weights.h5" in w
+               for w in warnings), warnings
+    assert any(re.search(r"Resuming from \S*ckpt-2\.weights\.h5, the newest intact checkpoint, "
+                         r"instead of the damaged ckpt-4\.weights\.h5", w) for w in warnings), \
+        warnings
+    kept = damaged / "checkpoints" / "damaged-ckpt-4.weights.h5"
+    assert kept.is_file() and kept.with_name(kept.name + ".sha256").is_file()  # the evidence
+    assert checkpoint_steps(damaged) == [2, 4]  # step 4 trained again and saved intact
+    assert training.Checkpoints.verify(damaged / "checkpoints" / "ckpt-4.weights.h5") is True
+
+    # What a clean resume from step 2 gives: the damaged checkpoint simply absent.
+    clean = unfinished_copy(tiny_run, tmp_path / "clean")
+    for path in (clean / "checkpoints").glob("ckpt-4.*"):
+        path.unlink()
+    training.train(TINY, clean, data_source=omniglot_dir, verbose=0)
+    resumed, reference = final_weights(damaged), final_weights(clean)
+    assert all(np.isfinite(w).all() for w in resumed)
+    for a, b in zip(resumed, reference):  # the same checkpoint, episodes and ops: same bits
+        np.testing.assert_array_equal(a, b)
+
+
+def test_damaged_checkpoint_is_skipped_when_rebuilding_a_model_without_moving_it(
+        tiny_run, tmp_path, caplog):
+    copy = unfinished_copy(tiny_run, tmp_path / "run")
+    flip_data_bytes(copy / "checkpoints" / "ckpt-4.weights.h5")
+    with caplog.at_level(logging.WARNING, logger=TRAINING_LOG):
+        weights = training.model_from_dir(copy).get_weights()
+    assert "ckpt-4.weights.h5 is damaged" in caplog.text
+    expected = build_from_checkpoint(copy / "checkpoints" / "ckpt-2.weights.h5")
+    for a, b in zip(weights, expected):
+        np.testing.assert_array_equal(a, b)
+    assert checkpoint_steps(copy) == [2, 4]  # reading a directory changes nothing in it
+
+
+def build_from_checkpoint(path):
+    model = models.build_model(TINY.model, TINY.model_config)
+    model.load_weights(path)
+    return model.get_weights()
+
+
+def test_checkpoints_written_before_the_hashes_still_resume_with_a_notice(
+        tiny_run, omniglot_dir, tmp_path, caplog):
+    old = unfinished_copy(tiny_run, tmp_path / "old")
+    for record in (old / "checkpoints").glob("*.sha256"):
+        record.unlink()
+    longer = dataclasses.replace(TINY, episodes=6)
+    with caplog.at_level(logging.WARNING, logger=TRAINING_LOG):
+        model = training.train(longer, old, data_source=omniglot_dir, verbose=0)
+    assert re.search(r"ckpt-4\.weights\.h5 carries no sha256 .*without an integrity check",
+                     caplog.text), caplog.text
+    assert int(model.optimizer.iterations.numpy()) == 6  # resumed at 4, not restarted
+    assert checkpoint_steps(old) == [2, 4, 6]
+    assert training.Checkpoints.verify(old / "checkpoints" / "ckpt-6.weights.h5") is True
+    assert training.Checkpoints.verify(old / "checkpoints" / "ckpt-4.weights.h5") is False
+
+
+def test_a_run_whose_every_checkpoint_is_damaged_is_refused(tiny_run, omniglot_dir, tmp_path):
+    copy = unfinished_copy(tiny_run, tmp_path / "run")
+    flip_data_bytes(copy / "checkpoints" / "ckpt-4.weights.h5")
+    (copy / "checkpoints" / "ckpt-2.weights.h5.sha256").write_text("not a hash\n")
+    with pytest.raises(training.DamagedCheckpointError,
+                       match=r"Every checkpoint in .* is damaged \(ckpt-4\.weights\.h5, "
+                             r"ckpt-2\.weights\.h5\); nothing to resume from"):
+        training.train(TINY, copy, data_source=omniglot_dir, verbose=0)
+    assert not (copy / training.WEIGHTS_FILE).exists()
+
+
+def test_truncated_checkpoint_without_a_hash_is_refused(tiny_run, tmp_path):
+    path = shutil.copy(tiny_run / "checkpoints" / "ckpt-4.weights.h5", tmp_path)
+    with open(path, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(training.DamagedCheckpointError, match="not a readable weights file"):
+        training.Checkpoints.verify(path)
+
+
+def test_a_kill_between_the_hash_and_its_checkpoint_leaves_no_trace(tiny_run, tmp_path):
+    """The record is renamed into place before its checkpoint: a kill in between leaves a
+    record without a checkpoint, which resuming ignores and the next save removes."""
+    copy = unfinished_copy(tiny_run, tmp_path / "run")
+    checkpoints = training.Checkpoints(copy / "checkpoints")
+    orphan = copy / "checkpoints" / "ckpt-6.weights.h5.sha256"
+    orphan.write_text("0" * 64 + "  ckpt-6.weights.h5\n")
+    assert checkpoints.restore_point() == copy / "checkpoints" / "ckpt-4.weights.h5"
+    model = training.model_from_dir(copy)
+    checkpoints.save(model, 8)
+    assert not orphan.exists() and checkpoints.steps() == [2, 4, 8]
+    assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == [
+        f"ckpt-{s}.weights.h5{suffix}" for s in (2, 4, 8) for suffix in ("", ".sha256")]
