@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_fewshot.layers import (Conv4Embedding, ImagePreprocessing, PrototypicalHead,
                                   class_means, to_model_pixels)
+from keras_fewshot.layers.preprocessing import area_resize, area_weights
 from keras_fewshot.layers.conv4 import BatchNormalization as FusedBatchNormalization
 from keras_fewshot.models import PrototypicalNetwork
 
@@ -101,6 +102,90 @@ def test_one_and_three_equal_channels_agree(rng):
     np.testing.assert_array_equal(layer(gray).numpy(), layer(np.repeat(gray, 3, -1)).numpy())
     np.testing.assert_array_equal(to_model_pixels(gray, 28).numpy(),
                                   to_model_pixels(np.repeat(gray, 3, -1), 28).numpy())
+
+
+FLOAT32_UNIT_ROUNDOFF = 2.0 ** -24
+
+
+def _exact_area_weights(in_size, out_size):
+    """The area weights in exact rational arithmetic: the length of [k, k + 1) inside output
+    pixel i's footprint [i r, (i + 1) r), r = in / out, divided by r."""
+    from fractions import Fraction
+    r = Fraction(in_size, out_size)
+    return np.array([[float(max(Fraction(0), min(k + 1, (i + 1) * r) - max(k, i * r)) / r)
+                      for k in range(in_size)] for i in range(out_size)])
+
+
+def _weight_error_bound(out_size):
+    """How far float32 area weights can be from the exact ones. The footprint bounds i r and
+    i r + r are computed from r = in / out rounded to float32 (relative error u) by a
+    product and a sum, each rounded: an absolute error below 3 u in (in = out r, u = 2^-24).
+    A weight is a difference of two such bounds (or of one and an exact integer), divided by
+    r: at most (2 * 3 u in + u r) / r + u = 6 u out + 2 u."""
+    return FLOAT32_UNIT_ROUNDOFF * (6 * out_size + 2)
+
+
+@pytest.mark.parametrize("in_size, out_size", [(105, 28), (28, 28), (56, 28), (13, 28),
+                                               (1, 28), (200, 5), (37, 28)])
+def test_area_weights_are_the_exact_footprint_fractions(in_size, out_size):
+    weights = area_weights(in_size, out_size).numpy()
+    assert weights.shape == (out_size, in_size) and weights.dtype == np.float32
+    np.testing.assert_allclose(weights, _exact_area_weights(in_size, out_size), rtol=0,
+                               atol=_weight_error_bound(out_size))
+
+
+def _area_resize_error_bound(height, width, size):
+    """How far a float32 area resize of values in [0, 1] can be from the exact map: each
+    output sums at most k_h * k_w weighted pixels (k = ceil(in / out) + 1 inputs per output
+    row or column), so weight errors add up to k_h e_h + k_w e_w, and the rounding of the
+    two sums and their products to gamma = (k_h + k_w + 2) u / (1 - (k_h + k_w + 2) u)."""
+    k_h, k_w = (int(np.ceil(n / size)) + 1 for n in (height, width))
+    n = k_h + k_w + 2
+    gamma = n * FLOAT32_UNIT_ROUNDOFF / (1 - n * FLOAT32_UNIT_ROUNDOFF)
+    return (k_h + k_w) * _weight_error_bound(size) + gamma
+
+
+@pytest.mark.parametrize("height, width, size", [(105, 105, 28), (28, 28, 28), (56, 56, 28),
+                                                 (13, 17, 28), (100, 37, 28), (1, 1, 28),
+                                                 (200, 3, 5)])
+def test_area_resize_is_tensorflows_area_resize(rng, height, width, size):
+    """Against `tf.image.resize(method="area")` (ResizeArea), which computes its footprints
+    in float32 the same way: on pixels in [0, 255], each is within 255 times the bound
+    above of the exact map (checked in float64 from the exact weights), so the two differ
+    by at most twice that."""
+    x = rng.integers(0, 256, (3, height, width)).astype(np.float32)
+    ours = area_resize(tf.constant(x), size, size).numpy()
+    theirs = tf.image.resize(x[..., None], (size, size), method="area").numpy()[..., 0]
+    bound = 2 * 255 * _area_resize_error_bound(height, width, size)
+    assert ours.shape == theirs.shape == (3, size, size)
+    assert np.abs(ours - theirs).max() <= bound
+    exact = np.einsum("ih,mhw,jw->mij", _exact_area_weights(height, size), x.astype(np.float64),
+                      _exact_area_weights(width, size))
+    assert np.abs(ours - exact).max() <= bound / 2
+
+
+def test_area_resize_converts_to_tflite_builtins_and_compiles_under_xla(rng):
+    """105 -> 28 under XLA and in the TFLite interpreter (builtin ops only) against the
+    graph. Each computes the weights and sums in its own order: each is within the area
+    resize bound (on values / 255 in [0, 1]) plus 2 u for the division and the subtraction
+    from 1 of the exact preprocessing, so they differ by at most twice that."""
+    x = rng.integers(0, 256, (2, 105, 105, 3), dtype=np.uint8)
+    expected = ImagePreprocessing(28)(x).numpy()
+    bound = 2 * (_area_resize_error_bound(105, 105, 28) + 2 * FLOAT32_UNIT_ROUNDOFF)
+    spec = tf.TensorSpec([None, None, None, 3], tf.uint8)
+    fn = tf.function(lambda images: ImagePreprocessing(28)(images), input_signature=[spec])
+    xla = tf.function(lambda images: ImagePreprocessing(28)(images), jit_compile=True)
+    np.testing.assert_allclose(xla(x).numpy(), expected, rtol=0, atol=bound)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()],
+                                                                fn)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no select ops
+    interpreter = tf.lite.Interpreter(model_content=converter.convert())
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(out, expected, rtol=0, atol=bound)
 
 
 @pytest.mark.parametrize("size, features", [(28, 64), (84, 5 * 5 * 64)])

@@ -2,16 +2,42 @@
 
 Grayscale is the mean over channels (1 or 3 channels; Omniglot's three are equal), resizing
 is area interpolation to `image_size`, and scaling maps white paper to 0 and full ink to 1.
+
+Area interpolation is a fixed linear map for a given input and output size, and separable:
+output pixel (i, j) is the mean of the input over the square it covers, i.e. rows, then
+columns, each a matrix with the covered fraction of every input row (column) per output row
+(column). Written as two matrix products (`area_resize`), it is TensorFlow's
+`tf.image.resize(method="area")` (`ResizeArea`) up to float32 round-off, and unlike that op
+it converts to TFLite (LiteRT) builtins and compiles under XLA.
 """
 
 import keras
 import tensorflow as tf
 
 
+def area_weights(in_size, out_size):
+    """float32 [out_size, in_size]: row i holds, for every input pixel k, the fraction of
+    output pixel i's footprint [i * r, (i + 1) * r) (r = in_size / out_size, in input
+    pixels) that [k, k + 1) covers; each row sums to 1. Sizes may be tensors."""
+    scale = tf.cast(in_size, tf.float32) / tf.cast(out_size, tf.float32)
+    lower = tf.cast(tf.range(out_size), tf.float32)[:, None] * scale  # footprint [lower,
+    k = tf.cast(tf.range(in_size), tf.float32)[None, :]               #  lower + scale)
+    covered = tf.minimum(k + 1.0, lower + scale) - tf.maximum(k, lower)
+    return tf.nn.relu(covered) / scale
+
+
+def area_resize(images, height, width):
+    """float32 [M, H, W] -> [M, height, width] by area interpolation: rows, then columns."""
+    shape = tf.shape(images)
+    rows = area_weights(shape[1], height)   # [height, H]
+    columns = area_weights(shape[2], width)  # [width, W]
+    return tf.matmul(tf.matmul(rows, images), columns, transpose_b=True)
+
+
 def _gray_resized(images, image_size):
     """uint8 [M, H, W, C] -> float32 [M, image_size, image_size, 1] in [0, 255]."""
-    x = tf.reduce_mean(tf.cast(images, tf.float32), axis=-1, keepdims=True)
-    return tf.image.resize(x, (image_size, image_size), method="area")
+    gray = tf.reduce_mean(tf.cast(images, tf.float32), axis=-1)
+    return area_resize(gray, image_size, image_size)[..., None]
 
 
 def to_model_pixels(images, image_size):
