@@ -23,6 +23,7 @@ import inspect
 import json
 import logging
 import math
+import numbers
 import os
 import pathlib
 import shutil
@@ -30,6 +31,7 @@ import tempfile
 
 import h5py
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_fewshot import plots
@@ -85,11 +87,35 @@ class TrainConfig:
     #                                rebuild the model in float32
 
     def validate(self):
-        """Raises ValueError when the numbers cannot make a run that trains its budget."""
+        """Raises ValueError when the settings cannot make a run that trains its budget, or
+        make one no user wants (gradient ascent, 1-way episodes, a growing learning rate)."""
+        _check_field_types(self)
         for name in ("ways", "shots", "queries", "instances", "episodes_per_step", "episodes",
                      "episodes_per_epoch", "lr_decay_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        task = getattr(MODELS.get(self.model), "training_task", None)
+        if self.dataset != SINUSOID and self.ways < 2:  # regression tasks have no classes
+            raise ValueError(f"ways must be at least 2, got {self.ways}: "
+                             + ("a sequence of one class teaches nothing (its label is always 0)"
+                                if task == "sequences" else
+                                "a 1-way episode is solved by any model (every query is class "
+                                "0), so it trains to a loss of 0 and learns nothing"))
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}"
+                             + (" (a negative rate climbs the loss: gradient ascent)"
+                                if self.learning_rate < 0 else ""))
+        if not 0 < self.lr_decay_rate <= 1:
+            raise ValueError(f"lr_decay_rate must be in (0, 1], got {self.lr_decay_rate}: the "
+                             "rate is multiplied by it every lr_decay_every episodes (1 keeps "
+                             "it constant, more would grow it, 0 or less stop or flip it)")
+        if task == "pairs" and (self.pairs < 2 or self.pairs % 2):
+            raise ValueError(f"pairs must be an even number >= 2 (half same-class, half "
+                             f"different-class pairs), got {self.pairs}")
+        if self.channels not in (0, 1, 3):
+            raise ValueError(f"channels must be 1 or 3 (0: as in the files), got {self.channels}")
+        if not 0 <= self.seed < 2 ** 32:
+            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
         if self.episodes_per_epoch % self.episodes_per_step:
             raise ValueError("episodes_per_epoch must be a multiple of episodes_per_step")
         if self.episodes % self.episodes_per_epoch:
@@ -149,6 +175,28 @@ class TrainConfig:
             raise ValueError("model_config's image_size must be a positive whole number of "
                              f"pixels, got {size!r}")
         return cls(**values)
+
+
+def _check_field_types(config):
+    """ValueError naming the first field whose value is not of its annotated type (a whole
+    number for int fields, any real number for float ones; bool only for bool fields)."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.type is bool:
+            ok = isinstance(value, (bool, np.bool_))
+        elif field.type is int:
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+        elif field.type is float:
+            ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+        else:
+            ok = isinstance(value, field.type)
+        if not ok:
+            raise ValueError(f"{field.name} must be {_TYPE_NAMES.get(field.type, field.type)}, "
+                             f"got {value!r} ({type(value).__name__})")
+
+
+_TYPE_NAMES = {int: "a whole number", float: "a number", bool: "true or false",
+               str: "a string", dict: "a dict of the model's constructor arguments"}
 
 
 @contextlib.contextmanager

@@ -134,6 +134,69 @@ def test_bad_configs(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+# Each case: changes to TINY that make no sense, and the error that names the problem.
+NONSENSE = {
+    "negative learning rate": (dict(learning_rate=-1.0), r"learning_rate must be a positive "
+                               r"number, got -1\.0 \(a negative rate climbs the loss: gradient "
+                               r"ascent\)"),
+    "zero learning rate": (dict(learning_rate=0.0), r"learning_rate must be a positive number, "
+                           r"got 0\.0$"),
+    "nan learning rate": (dict(learning_rate=float("nan")), r"learning_rate must be a positive "
+                          r"number, got nan"),
+    "infinite learning rate": (dict(learning_rate=float("inf")), r"learning_rate must be a "
+                               r"positive number, got inf"),
+    "1-way episodes": (dict(ways=1), r"ways must be at least 2, got 1: a 1-way episode is "
+                       r"solved by any model"),
+    "1-way pair model": (dict(model="siamese", ways=1), r"ways must be at least 2, got 1"),
+    "1-class sequences": (dict(model="mann", model_config={"classes": 2}, ways=1),
+                          r"ways must be at least 2, got 1: a sequence of one class"),
+    "0-way episodes": (dict(ways=0), r"ways must be at least 1, got 0"),
+    "no shots": (dict(shots=0), r"shots must be at least 1, got 0"),
+    "negative queries": (dict(queries=-3), r"queries must be at least 1, got -3"),
+    "fractional shots": (dict(shots=1.5), r"shots must be a whole number, got 1\.5 \(float\)"),
+    "ways as a string": (dict(ways="5"), r"ways must be a whole number, got '5' \(str\)"),
+    "shots as a bool": (dict(shots=True), r"shots must be a whole number, got True \(bool\)"),
+    "learning rate as a string": (dict(learning_rate="1e-3"), r"learning_rate must be a number, "
+                                  r"got '1e-3'"),
+    "zero decay rate": (dict(lr_decay_rate=0.0), r"lr_decay_rate must be in \(0, 1\], got 0\.0"),
+    "negative decay rate": (dict(lr_decay_rate=-0.5), r"lr_decay_rate must be in \(0, 1\]"),
+    "growing decay rate": (dict(lr_decay_rate=2.0), r"lr_decay_rate must be in \(0, 1\], got "
+                           r"2\.0: .*more would grow it"),
+    "odd pairs": (dict(model="siamese", pairs=3), r"pairs must be an even number >= 2 .*, got 3"),
+    "no pairs": (dict(model="siamese", pairs=0), r"pairs must be an even number >= 2 .*, got 0"),
+    "two channels": (dict(channels=2), r"channels must be 1 or 3 \(0: as in the files\), got 2"),
+    "negative seed": (dict(seed=-1), r"seed must be in \[0, 2\*\*32\), got -1"),
+    "model_config as a string": (dict(model_config="filters=8"), r"model_config must be a dict"),
+    "rotations as a string": (dict(rotations="no"), r"rotations must be true or false"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NONSENSE))
+def test_nonsense_settings_are_refused_naming_the_problem(case):
+    changes, message = NONSENSE[case]
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(TINY, **changes).validate()
+
+
+def test_nonsense_is_refused_before_any_file_is_written(tmp_path):
+    with pytest.raises(ValueError, match="gradient ascent"):
+        training.train(dataclasses.replace(TINY, learning_rate=-1.0), tmp_path / "run",
+                       verbose=0)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("changes", [
+    dict(model="maml_regressor", dataset="sinusoid", ways=1),  # regression: ways is unused
+    dict(lr_decay_rate=1.0),  # a constant rate
+    dict(learning_rate=1),  # an int is a number
+    dict(ways=np.int64(5), learning_rate=np.float32(1e-3)),  # numpy numbers, e.g. from a sweep
+    dict(pairs=3),  # pairs only matters to pair-trained models
+    dict(model="siamese", pairs=2, channels=3, seed=2 ** 32 - 1),
+])
+def test_sensible_settings_pass(changes):
+    dataclasses.replace(TINY, **changes).validate()
+
+
 def test_mixed_bfloat16_trains_in_bfloat16_and_releases_a_float32_model(omniglot_dir,
                                                                         tmp_path, episode):
     config = dataclasses.replace(TINY, dtype_policy="mixed_bfloat16", episodes=2)
@@ -368,21 +431,31 @@ def test_copy_embedding_refuses_other_filters_naming_the_shapes(tiny_run):
 
 def test_embedding_from_starts_a_relation_run_with_the_protonet_embedding(tiny_run,
                                                                           omniglot_dir,
-                                                                          tmp_path):
+                                                                          tmp_path,
+                                                                          monkeypatch):
     source_dir = shutil.copytree(tiny_run[1], tmp_path / "source")
     source = training.model_from_dir(source_dir)
-    config = _relation_config(source_dir, learning_rate=0.0)  # lr 0: the start weights stay
+    config = _relation_config(source_dir)
+    start = {}  # the weights the run starts training from, read as fit begins
+    fit = training._fit
+
+    def recording_fit(config, model, *args, **kwargs):
+        start["embedding"] = [w.numpy().copy() for w in model.embedding.trainable_weights]
+        start["relation"] = [w.numpy().copy() for w in model.relation.trainable_weights]
+        return fit(config, model, *args, **kwargs)
+
+    monkeypatch.setattr(training, "_fit", recording_fit)
     model = train(config, tmp_path / "run", omniglot_dir)
     assert training.read_config(tmp_path / "run") == config
     assert json.loads((tmp_path / "run" / "config.json").read_text())["embedding_from"] == \
         str(source_dir)
-    assert int(model.optimizer.iterations.numpy()) == 2  # it did train (with zero steps)
-    for a, b in zip(model.embedding.trainable_weights, source.embedding.trainable_weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    assert int(model.optimizer.iterations.numpy()) == 2  # it did train
+    for a, b in zip(start["embedding"], source.embedding.trainable_weights):
+        np.testing.assert_array_equal(a, b.numpy(), err_msg=b.path)
     keras.utils.set_random_seed(config.seed)  # what train() does before building
     fresh = build_model("relation", {"filters": 8})
-    for a, b in zip(model.relation.trainable_weights, fresh.relation.trainable_weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    for a, b in zip(start["relation"], fresh.relation.trainable_weights):
+        np.testing.assert_array_equal(a, b.numpy(), err_msg=b.path)
     assert not np.array_equal(fresh.embedding.trainable_weights[0].numpy(),
                               source.embedding.trainable_weights[0].numpy())
     # Resuming starts from the checkpoint: the source directory is no longer needed.
