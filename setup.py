@@ -1,5 +1,10 @@
 from setuptools import find_packages, setup
 
+# The zoo's load-time files go into the wheel as keras_fewshot/zoo_data/<name>/ (about 12 MB of
+# weights), so `keras_fewshot.load(name)` works from any install, offline. The cards, pictures
+# and histories stay in the repository's zoo/ (keras_fewshot.zoo explains the layout).
+ZOO_FILES = ["*/config.json", "*/model.weights.h5", "*/metadata.json"]
+
 setup(
     name="keras-fewshot",
     version="0.1.0",
@@ -8,10 +13,14 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["keras_fewshot", "keras_fewshot.*"]),
-    package_data={"keras_fewshot.data": ["splits/vinyals/*", "omniglot_sample/*.md",
+    packages=find_packages(include=["keras_fewshot", "keras_fewshot.*"])
+    + ["keras_fewshot.zoo_data"],
+    package_dir={"keras_fewshot.zoo_data": "zoo"},
+    package_data={"keras_fewshot.data": ["splits/*/*", "omniglot_sample/*.md",
                                          "omniglot_sample/LICENSE",
-                                         "omniglot_sample/*/*/*.png"]},
+                                         "omniglot_sample/*/*/*.png"],
+                  "keras_fewshot.zoo_data": ZOO_FILES},
+    entry_points={"console_scripts": ["keras-fewshot = keras_fewshot.cli:main"]},
     install_requires=[
         "tensorflow>=2.16",
         "keras>=3.3",

@@ -158,23 +158,19 @@ class TrainConfig:
         if not isinstance(values, dict):
             raise ValueError("A training config is a JSON object of settings, got a "
                              f"{type(values).__name__}")
-        types = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
-                 "dict": (dict,)}  # of each field's annotation, as JSON gives them
-        fields = {f.name: getattr(f.type, "__name__", f.type) for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"Unknown training config keys {unknown}; known: {sorted(fields)}")
-        for name, value in values.items():
-            if (not isinstance(value, types[fields[name]])
-                    or (isinstance(value, bool) and fields[name] != "bool")):
-                raise ValueError(f"{name} must be a JSON {fields[name]}, got {value!r}")
-        if values.get("model", cls.model) not in MODELS:
-            raise ValueError(f"Unknown model {values['model']!r}; available: {sorted(MODELS)}")
-        size = values.get("model_config", {}).get("image_size", 1)
+            raise ValueError(f"Unknown training config keys {unknown}; known: {sorted(known)}")
+        config = cls(**values)
+        _check_field_types(config)
+        if config.model not in MODELS:
+            raise ValueError(f"Unknown model {config.model!r}; available: {sorted(MODELS)}")
+        size = config.model_config.get("image_size", 1)
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError("model_config's image_size must be a positive whole number of "
                              f"pixels, got {size!r}")
-        return cls(**values)
+        return config
 
 
 def _check_field_types(config):

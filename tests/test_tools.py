@@ -1,9 +1,20 @@
-"""tools/train.py, tools/evaluate.py and tools/export.py as a user runs them."""
+"""tools/*.py (the front ends of the `keras-fewshot` command, keras_fewshot.cli) as a user
+runs them, and their refusals of bad flags: named, before any model or data is loaded."""
 
 import json
 import pathlib
+import re
+import sys
 
 import pytest
+from absl import flags
+
+from keras_fewshot import cli
+from keras_fewshot.classify import sample_dir
+from keras_fewshot.cli import benchmark as benchmark_command
+from keras_fewshot.cli import classify as classify_command
+from keras_fewshot.cli import evaluate as evaluate_command
+from keras_fewshot.cli import train as train_command
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 TOOLS_DIR = REPO_ROOT / "tools"
@@ -203,3 +214,92 @@ def test_train_and_evaluate_tools_on_an_image_folder(folder_run, run_python, tmp
     assert f"| {name} | 3-way 1-shot | 2 |" in proc.stdout
     height, width, _ = png_shape(tmp_path / "episode.png")
     assert width > 150 and height > 150  # 3 columns, 1 support row + 2 query rows
+
+
+def parse(command, *args):
+    """The flags of `command` (a keras_fewshot.cli module) parsed from args, in a FlagValues of
+    their own (as `keras-fewshot <command>` parses them, without running it)."""
+    flag_values = flags.FlagValues()
+    command.define_flags(flag_values)
+    flag_values(["keras-fewshot", *args])
+    return flag_values
+
+
+def test_bad_json_flags_are_named(run_python, tmp_path):
+    for value, problem in (("{bad", "not valid JSON"), ("[1, 2]", "must be a JSON object")):
+        with pytest.raises(flags.IllegalFlagValueError,
+                           match=rf"flag --model_config={re.escape(value)}: {problem}"):
+            parse(train_command, f"--model_dir={tmp_path}", f"--model_config={value}")
+    with pytest.raises(flags.IllegalFlagValueError, match="flag --meta_config=.*not valid JSON"):
+        parse(benchmark_command, "--meta_config={'model': 'maml'}")
+    # as the user sees it: absl's one-line error, no traceback, nothing trained
+    proc = run_python(TOOLS_DIR / "train.py", f"--model_dir={tmp_path / 'run'}",
+                      "--model_config={bad", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "flag --model_config={bad: not valid JSON" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_dir_that_is_a_file_is_refused_before_loading(tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a directory")
+    with pytest.raises(flags.IllegalFlagValueError, match=r"--model_dir=.*notes.txt: is a file"):
+        parse(train_command, f"--model_dir={a_file}")
+    for command in (evaluate_command, classify_command):
+        with pytest.raises(flags.IllegalFlagValueError,
+                           match=r"--model_dir=.*notes.txt: is not a directory"):
+            parse(command, f"--model_dir={a_file}")
+
+
+def test_classify_refuses_an_absurd_image_size():
+    for size in (100000, 0):
+        with pytest.raises(flags.IllegalFlagValueError,
+                           match=rf"--image_size={size}: must be 1 to 1024 pixels"):
+            parse(classify_command, "--model=protonet_omniglot", f"--image_size={size}")
+    assert parse(classify_command, "--model=protonet_omniglot", "--image_size=84").image_size == 84
+
+
+def test_classify_refuses_a_support_of_one_class(tmp_path, write_image_folder):
+    write_image_folder(tmp_path / "support", {"owl": 2})
+    write_image_folder(tmp_path / "query", {"owl": 1})
+    with pytest.raises(flags.IllegalFlagValueError,
+                       match=r"--support=.*: has one class \('owl'\); .* at least 2 classes"):
+        parse(classify_command, "--model=protonet_omniglot", f"--support={tmp_path / 'support'}",
+              f"--query={tmp_path / 'query'}")
+    write_image_folder(tmp_path / "support", {"emu": 1})
+    parse(classify_command, "--model=protonet_omniglot", f"--support={tmp_path / 'support'}",
+          f"--query={tmp_path / 'query'}")
+
+
+def test_classify_defaults_to_the_packaged_sample(tmp_path):
+    sample = sample_dir()
+    assert classify_command.support_and_query(parse(classify_command, "--model=x")) == (
+        sample / "support", [sample / "query"])
+    with pytest.raises(flags.IllegalFlagValueError, match="--query is needed with your own "
+                                                          "--support"):
+        parse(classify_command, "--model=x", f"--support={sample / 'support'}")
+
+
+def test_benchmark_runs_each_model_in_its_own_process_with_every_flag():
+    """The commands it would run (running them is the benchmark's own test)."""
+    parsed = parse(benchmark_command, "--model=a", "--model=b", "--repeats=1",
+                   "--dtype_policy=mixed_bfloat16", "--measure=serving")
+    first, second = benchmark_command.child_commands(["a", "b"], parsed)
+    assert first[:5] == [sys.executable, "-m", "keras_fewshot.cli", "benchmark", "--model=a"]
+    assert second[4] == "--model=b" and first[5:] == second[5:]
+    assert {"--repeats=1", "--dtype_policy=mixed_bfloat16", "--measure=serving"} <= set(first)
+    assert not any(arg.startswith("--model=") for arg in first[5:])
+
+
+def test_the_command_lists_its_sub_commands(capsys):
+    for argv, code in ((["keras-fewshot"], 2), (["keras-fewshot", "--help"], 0)):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        assert exit_.value.code == code
+        out = capsys.readouterr().out
+        assert out.startswith("usage: keras-fewshot <command>")
+        assert all(f"  {name} " in out for name in cli.COMMANDS)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["keras-fewshot", "clasify"])
+    assert exit_.value.code == 2 and "unknown command 'clasify'" in capsys.readouterr().err
+    assert set(cli.COMMANDS) == {p.stem for p in TOOLS_DIR.glob("*.py")}

@@ -1,99 +1,10 @@
-"""Evaluates a zoo model or a training directory on test episodes (95% confidence intervals).
+"""Evaluates a zoo model or a training directory on test episodes.
 
-    python tools/evaluate.py --model=protonet_omniglot --data_dir=../shared/data/omniglot
-    python tools/evaluate.py --model=protonet_omniglot --dataset=folder:my_characters
-    python tools/evaluate.py --model=maml_sinusoid --plot=zoo/maml_sinusoid/adaptation.png
-
-Omniglot models are measured by their protocol, fixed-N models (MAML family) in their own
-N's settings by default; a model trained on a folder or TFDS dataset by the test classes of
-its class split; --dataset measures on other data (every class, unless --split/--subset say
-otherwise). Regression models (protocol "sinusoid") give mean-squared errors after 1, 5 and
-10 inner steps; sequence models accuracy by instance. --plot pictures the first test episode
-(sinusoid: a few adapted curves; sequence models: accuracy by instance).
+`keras-fewshot evaluate` from a clone; its code, flags and examples are in
+keras_fewshot/cli/evaluate.py (`python tools/evaluate.py --help` shows them).
 """
 
-import json
-import pathlib
-import sys
-
-from absl import app, flags
-
-import _model_flags
-from keras_fewshot import classify, evaluation, plots
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", None, "Omniglot archives or folders (default "
-                    "$KERAS_FEWSHOT_OMNIGLOT_DIR, else TFDS), or a TFDS data_dir.")
-flags.DEFINE_string("dataset", None, "'omniglot', 'folder:PATH' (one sub-folder per class) or "
-                    "'tfds:NAME'; default: the model's own.")
-flags.DEFINE_string("split", None, "Class split of a folder or TFDS dataset: all, "
-                    "random:train=0.8,test=0.2[,seed=N] or lists:DIR; default: the model's "
-                    "own on its dataset, else all.")
-flags.DEFINE_string("subset", None, "Subset of that split; default: test (or all).")
-flags.DEFINE_enum("channels", None, ["1", "3"], "Convert images of a folder or TFDS dataset "
-                  "to 1 or 3 channels (default: as in the files, which must agree).")
-flags.DEFINE_enum("protocol", None, sorted(evaluation.PROTOCOLS), "Omniglot or sinusoid "
-                  "evaluation protocol; default: the model's own (its zoo entry's, else its "
-                  "training split's).")
-flags.DEFINE_integer("episodes", 1000, "Test episodes (sinusoid: tasks) per setting.")
-flags.DEFINE_integer("queries", None, "Queries per class (default 15; sinusoid: query "
-                     "points per task, default 100).")
-flags.DEFINE_integer("seed", 0, "Seed of the test episodes.")
-flags.DEFINE_multi_string("setting", None, "N-way K-shot settings as NxK (e.g. 5x1; "
-                          "sinusoid: K, e.g. 10); default: the protocol's standard settings "
-                          "that the model can do (and, for other data, that the data fills).")
-flags.DEFINE_string("output_json", None, "Also write the rows as JSON here.")
-flags.DEFINE_string("plot", None, "Also save a picture (PNG) of the first episode of the first "
-                    "setting with the model's predictions (sinusoid: a few adapted curves "
-                    "against the truth).")
-
-
-def main(argv):
-    del argv
-    model = _model_flags.load_model()
-    settings = [tuple(int(v) for v in s.split("x")) for s in FLAGS.setting or []] or None
-    protocol = FLAGS.protocol or _model_flags.default_protocol()
-    verbose = 1 if sys.stdout.isatty() else 2
-    if protocol == "sinusoid":
-        rows = evaluation.evaluate(model, protocol, episodes=FLAGS.episodes,
-                                   queries=FLAGS.queries, seed=FLAGS.seed, settings=settings,
-                                   verbose=verbose)
-        figure = FLAGS.plot and plots.sinusoid_figure(
-            evaluation.sinusoid_curves(model, seed=FLAGS.seed))
-    else:
-        config = _model_flags.training_config()
-        dataset = FLAGS.dataset or config.dataset
-        data, name, within_group, protocol = evaluation.evaluation_data(
-            dataset, protocol, FLAGS.split or (config.split if dataset == config.dataset
-                                               else None),
-            FLAGS.subset, FLAGS.data_dir, model.image_size, FLAGS.channels and int(FLAGS.channels))
-        queries = FLAGS.queries or 15
-        rows = evaluation.evaluate_data(model, data, name, settings, FLAGS.episodes, queries,
-                                        FLAGS.seed, within_group, verbose=verbose,
-                                        protocol=protocol)
-        if "instance" in rows[0]:  # a sequence model: accuracy by instance
-            figure = FLAGS.plot and plots.accuracy_by_instance_figure(
-                {FLAGS.model or pathlib.Path(FLAGS.model_dir).name: rows})
-        else:
-            figure = FLAGS.plot and episode_figure(model, data, name, rows[0], queries,
-                                                   within_group)
-    print(evaluation.markdown_table(rows))
-    if FLAGS.output_json:
-        pathlib.Path(FLAGS.output_json).write_text(json.dumps(rows, indent=2) + "\n")
-    if FLAGS.plot:
-        print(f"Picture written to {plots.save_png(figure, FLAGS.plot)}")
-
-
-def episode_figure(model, data, name, row, queries, within_group):
-    """The first test episode of `row`'s setting with the model's predictions."""
-    episode, labels = evaluation.first_episode(data, row["ways"], row["shots"], queries,
-                                               FLAGS.seed, within_group)
-    probabilities = classify.probabilities(model, episode)
-    title = plots.episode_title(episode["support_labels"], labels, probabilities)
-    return plots.episode_figure(episode["support_images"], episode["support_labels"],
-                                episode["query_images"], probabilities, labels,
-                                title=f"{name}, first test episode: {title}")
-
+from keras_fewshot.cli import run
 
 if __name__ == "__main__":
-    app.run(main)
+    run("evaluate")

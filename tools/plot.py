@@ -1,61 +1,10 @@
 """Pictures of training runs and sequence evaluations, as PNG.
 
-Learning curves (training loss and accuracy against episodes):
-
-    python tools/plot.py --log=runs/my_protonet --output=runs/my_protonet/curves.png
-    python tools/plot.py --log=zoo/protonet_omniglot/pretrain_history.csv \
-        --log=zoo/protonet_omniglot/history.csv --output=zoo/protonet_omniglot/curves.png
-
-Each --log is a training directory (its history.csv and config.json) or a
-<prefix>history.csv beside its <prefix>config.json; several are drawn one after another
-(a fine-tuning run continuing the run it started from).
-
-Accuracy by instance of sequence models (tools/evaluate.py --output_json files):
-
-    python tools/plot.py --curve=MANN=zoo/mann_omniglot/eval_vinyals.json \
-        --curve=LSTM=zoo/sequence_lstm_omniglot/eval_vinyals.json \
-        --output=zoo/mann_omniglot/accuracy_by_instance.png
-
-Pictures of episodes with a model's predictions: tools/evaluate.py --plot and
-tools/classify.py --plot.
+`keras-fewshot plot` from a clone; its code, flags and examples are in
+keras_fewshot/cli/plot.py (`python tools/plot.py --help` shows them).
 """
 
-import json
-import pathlib
-
-from absl import app, flags
-
-from keras_fewshot import plots
-
-FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("log", None, "Training directory or <prefix>history.csv; repeat for "
-                          "consecutive phases.")
-flags.DEFINE_multi_string("curve", None, "LABEL=PATH of a sequence model's evaluation JSON; "
-                          "repeat to compare models (accuracy by instance).")
-flags.DEFINE_bool("paper", True, "With --curve: also draw Santoro et al.'s 5-class numbers.")
-flags.DEFINE_string("output", None, "PNG file to write.", required=True)
-flags.DEFINE_string("title", None, "Figure title.")
-
-
-def main(argv):
-    del argv
-    if bool(FLAGS.log) == bool(FLAGS.curve):
-        raise app.UsageError("Give either --log (learning curves) or --curve (accuracy by "
-                             "instance)")
-    if FLAGS.log:
-        figure = plots.learning_curves([plots.read_history(log) for log in FLAGS.log],
-                                       FLAGS.title)
-        print(f"Learning curves written to {plots.save_png(figure, FLAGS.output)}")
-        return
-    curves = {}
-    for spec in FLAGS.curve:
-        label, sep, path = spec.partition("=")
-        if not sep:
-            raise app.UsageError(f"--curve must be LABEL=PATH, got {spec!r}")
-        curves[label] = json.loads(pathlib.Path(path).read_text())
-    figure = plots.accuracy_by_instance_figure(curves, FLAGS.paper, FLAGS.title)
-    print(f"Accuracy by instance written to {plots.save_png(figure, FLAGS.output, dpi=120)}")
-
+from keras_fewshot.cli import run
 
 if __name__ == "__main__":
-    app.run(main)
+    run("plot")

@@ -1,0 +1,103 @@
+"""Evaluates a zoo model or a training directory on test episodes (95% confidence intervals).
+
+    keras-fewshot evaluate --model=protonet_omniglot --data_dir=../shared/data/omniglot
+    keras-fewshot evaluate --model=protonet_omniglot --dataset=folder:my_characters
+    keras-fewshot evaluate --model=maml_sinusoid --plot=adaptation.png
+
+(`python tools/evaluate.py ...` in a clone.) Omniglot models are measured by their protocol,
+fixed-N models (MAML family) in their own N's settings by default; a model trained on a
+folder or TFDS dataset by the test classes of its class split; --dataset measures on other
+data (every class, unless --split/--subset say otherwise). Regression models (protocol
+"sinusoid") give mean-squared errors after 1, 5 and 10 inner steps; sequence models accuracy
+by instance. --plot pictures the first test episode (sinusoid: a few adapted curves;
+sequence models: accuracy by instance).
+"""
+
+import json
+import pathlib
+import sys
+
+from absl import flags
+
+from keras_fewshot import classify, evaluation, plots
+from keras_fewshot.cli import _flags
+
+
+def define_flags(flag_values):
+    fv = {"flag_values": flag_values}
+    _flags.define_model_flags(flag_values)
+    flags.DEFINE_string("data_dir", None, "Omniglot archives or folders (default "
+                        "$KERAS_FEWSHOT_OMNIGLOT_DIR, else TFDS), or a TFDS data_dir.", **fv)
+    flags.DEFINE_string("dataset", None, "'omniglot', 'folder:PATH' (one sub-folder per class) "
+                        "or 'tfds:NAME'; default: the model's own.", **fv)
+    flags.DEFINE_string("split", None, "Class split of a folder or TFDS dataset: all, "
+                        "random:train=0.8,test=0.2[,seed=N] or lists:DIR; default: the model's "
+                        "own on its dataset, else all.", **fv)
+    flags.DEFINE_string("subset", None, "Subset of that split; default: test (or all).", **fv)
+    flags.DEFINE_enum("channels", None, ["1", "3"], "Convert images of a folder or TFDS "
+                      "dataset to 1 or 3 channels (default: as in the files, which must "
+                      "agree).", **fv)
+    flags.DEFINE_enum("protocol", None, sorted(evaluation.PROTOCOLS), "Omniglot or sinusoid "
+                      "evaluation protocol; default: the model's own (its zoo entry's, else its "
+                      "training split's).", **fv)
+    flags.DEFINE_integer("episodes", 1000, "Test episodes (sinusoid: tasks) per setting.", **fv)
+    flags.DEFINE_integer("queries", None, "Queries per class (default 15; sinusoid: query "
+                         "points per task, default 100).", **fv)
+    flags.DEFINE_integer("seed", 0, "Seed of the test episodes.", **fv)
+    flags.DEFINE_multi_string("setting", None, "N-way K-shot settings as NxK (e.g. 5x1; "
+                              "sinusoid: K, e.g. 10); default: the protocol's standard settings "
+                              "that the model can do (and, for other data, that the data "
+                              "fills).", **fv)
+    flags.DEFINE_string("output_json", None, "Also write the rows as JSON here.", **fv)
+    flags.DEFINE_string("plot", None, "Also save a picture (PNG) of the first episode of the "
+                        "first setting with the model's predictions (sinusoid: a few adapted "
+                        "curves against the truth).", **fv)
+
+
+def main(argv):
+    del argv
+    FLAGS = flags.FLAGS
+    model = _flags.load_model()
+    settings = [tuple(int(v) for v in s.split("x")) for s in FLAGS.setting or []] or None
+    protocol = FLAGS.protocol or _flags.default_protocol()
+    verbose = 1 if sys.stdout.isatty() else 2
+    if protocol == "sinusoid":
+        rows = evaluation.evaluate(model, protocol, episodes=FLAGS.episodes,
+                                   queries=FLAGS.queries, seed=FLAGS.seed, settings=settings,
+                                   verbose=verbose)
+        figure = FLAGS.plot and plots.sinusoid_figure(
+            evaluation.sinusoid_curves(model, seed=FLAGS.seed))
+    else:
+        config = _flags.training_config()
+        dataset = FLAGS.dataset or config.dataset
+        data, name, within_group, protocol = evaluation.evaluation_data(
+            dataset, protocol, FLAGS.split or (config.split if dataset == config.dataset
+                                               else None),
+            FLAGS.subset, FLAGS.data_dir, model.image_size, FLAGS.channels and int(FLAGS.channels))
+        queries = FLAGS.queries or 15
+        rows = evaluation.evaluate_data(model, data, name, settings, FLAGS.episodes, queries,
+                                        FLAGS.seed, within_group, verbose=verbose,
+                                        protocol=protocol)
+        if "instance" in rows[0]:  # a sequence model: accuracy by instance
+            figure = FLAGS.plot and plots.accuracy_by_instance_figure(
+                {FLAGS.model or pathlib.Path(FLAGS.model_dir).name: rows})
+        else:
+            figure = FLAGS.plot and episode_figure(model, data, name, rows[0], queries,
+                                                   within_group)
+    print(evaluation.markdown_table(rows))
+    if FLAGS.output_json:
+        pathlib.Path(FLAGS.output_json).write_text(json.dumps(rows, indent=2) + "\n")
+    if FLAGS.plot:
+        print(f"Picture written to {plots.save_png(figure, FLAGS.plot)}")
+
+
+def episode_figure(model, data, name, row, queries, within_group):
+    """The first test episode of `row`'s setting with the model's predictions."""
+    seed = flags.FLAGS.seed
+    episode, labels = evaluation.first_episode(data, row["ways"], row["shots"], queries, seed,
+                                               within_group)
+    probabilities = classify.probabilities(model, episode)
+    title = plots.episode_title(episode["support_labels"], labels, probabilities)
+    return plots.episode_figure(episode["support_images"], episode["support_labels"],
+                                episode["query_images"], probabilities, labels,
+                                title=f"{name}, first test episode: {title}")
