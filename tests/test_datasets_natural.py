@@ -314,6 +314,25 @@ def test_restricted_unpickler_refuses_code_and_reads_data(tmp_path):
         safe_pickle.loads(b"\x80\x04garbage")
 
 
+def short_str(text: bytes):
+    """SHORT_BINSTRING: a Python 2 str, as cPickle writes it."""
+    return b"U" + bytes([len(text)]) + text
+
+
+def test_restricted_unpickler_reads_python2_numpy_pickles():
+    """{"data": uint8 [2, 3], "fine_labels": [1, 2]} in the bytes Python 2's cPickle and
+    numpy 1.x write (the CIFAR-100 archive's form): numpy.core globals, str array data."""
+    py2 = (b"\x80\x02}q\x00(" + short_str(b"data")
+           + b"cnumpy.core.multiarray\n_reconstruct\nq\x01cnumpy\nndarray\nq\x02K\x00\x85"
+           + short_str(b"b") + b"\x87R(K\x01K\x02K\x03\x86cnumpy\ndtype\n" + short_str(b"u1")
+           + b"K\x00K\x01\x87R(K\x03" + short_str(b"|")
+           + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89" + short_str(bytes(range(6)))
+           + b"tb" + short_str(b"fine_labels") + b"]q\x03(K\x01K\x02eu.")
+    data = safe_pickle.loads(py2)
+    assert list(data) == ["data", "fine_labels"] and data["fine_labels"] == [1, 2]
+    np.testing.assert_array_equal(data["data"], np.arange(6, dtype=np.uint8).reshape(2, 3))
+
+
 # --- CIFAR-FS and FC100: the CIFAR-100 python archive -------------------------------------
 
 def cifar_part(per_class, start):
@@ -358,6 +377,7 @@ def test_cifar_fs_and_fc100_from_the_python_archive(cifar_dir, tmp_path):
     for subset in SUBSETS:
         data = load_dataset(f"cifar_fs:{cifar_dir}", "bertinetto", subset)
         check_cifar_subset(data, benchmarks.read_list("cifar_fs", subset))
+        sample_episode(data, ways=5, shots=2, queries=3)
         superclasses = benchmarks.read_list("fc100", subset)
         data = load_dataset(f"fc100:{cifar_dir}", "oreshkin", subset)
         check_cifar_subset(data, [c for s in superclasses for c in CIFAR100[s]])
@@ -476,3 +496,13 @@ def test_cub_errors(cub_dir, tmp_path):
         load_dataset(f"cub:{tmp_path}", None, "test")
     with pytest.raises(FileNotFoundError, match="No CUB-200-2011 in"):
         load_dataset(f"cub:{tmp_path / 'nothing'}", None, "test")
+
+
+def test_tfds_sources_are_read_only_when_prepared(tmp_path):
+    """DIR "tfds" reads an already prepared TFDS copy; nothing is downloaded."""
+    for spec, name in (("cifar_fs:tfds", "cifar100"), ("fc100:tfds", "cifar100"),
+                       ("cub:tfds", "caltech_birds2011")):
+        with pytest.raises(FileNotFoundError, match=rf"TFDS {name} is not prepared in "
+                                                    rf"{tmp_path}.*never download"):
+            load_dataset(spec, None, "test", source=str(tmp_path))
+    assert not any(tmp_path.iterdir())

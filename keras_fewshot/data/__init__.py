@@ -1,5 +1,6 @@
-"""Where examples come from (Omniglot, your own folders, TFDS, generated sinusoids) and how
-they become episodes, pairs or label sequences."""
+"""Where examples come from (Omniglot; mini-ImageNet, CIFAR-FS, FC100 and CUB from local
+copies; your own folders, TFDS, generated sinusoids) and how they become episodes, pairs or
+label sequences."""
 
 from keras_fewshot.data.episodes import episode_dataset
 from keras_fewshot.data.pairs import pair_dataset
