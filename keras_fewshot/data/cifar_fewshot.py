@@ -32,9 +32,6 @@ SUPERCLASSES = "fc100"  # data sets whose lists name superclasses
 FINE_PER_SUPERCLASS = 5
 
 
-def _text(value):
-    return value.decode("latin1") if isinstance(value, bytes) else value
-
 
 def _archive_files(root: pathlib.Path):
     """{part: (bytes, description)} of the CIFAR-100 python archive in or at `root`."""
@@ -62,16 +59,17 @@ def _pickled_dict(blob, where, keys):
     data = safe_pickle.loads(blob, source=where)
     if not isinstance(data, dict):
         raise ValueError(f"{where} should hold a dict, got {type(data).__name__}")
-    data = {_text(k): v for k, v in data.items()}
+    data = {safe_pickle.text(k): v for k, v in data.items()}
     missing = [k for k in keys if k not in data]
     if missing:
-        raise ValueError(f"{where} lacks {missing} (it has {sorted(data)}): not the CIFAR-100 "
-                         "python archive")
+        raise ValueError(f"{where} lacks {missing} (it has {sorted(map(str, data))}): not "
+                         "the CIFAR-100 python archive")
     return data
 
 
 def _names(values, count, where, key):
-    names = [_text(v) for v in values] if isinstance(values, (list, tuple)) else None
+    names = ([safe_pickle.text(v) for v in values] if isinstance(values, (list, tuple))
+             else None)
     if names is None or len(names) != count or not all(isinstance(n, str) for n in names):
         raise ValueError(f"{where}: {key!r} should list {count} names")
     return names

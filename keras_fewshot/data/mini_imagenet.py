@@ -69,20 +69,17 @@ def read_folder(root, subset: str, image_size=84, channels=3) -> LabelledImages:
     return LabelledImages(images, labels, tuple(classes), np.zeros(len(classes), np.int32))
 
 
-def _text(key):
-    return key.decode("latin1") if isinstance(key, bytes) else key
-
 
 def read_cache(path, subset: str, image_size=84, channels=3) -> LabelledImages:
     """The images of a mini-imagenet-cache-<subset>.pkl (see the module), checked."""
     path = pathlib.Path(path)
     data = safe_pickle.load(path)
     if isinstance(data, dict):
-        data = {_text(k): v for k, v in data.items()}
+        data = {safe_pickle.text(k): v for k, v in data.items()}
     if not isinstance(data, dict) or not {"image_data", "class_dict"} <= set(data):
+        got = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{path} is not a mini-ImageNet cache: expected a dict with "
-                         f"'image_data' and 'class_dict', got "
-                         f"{sorted(data) if isinstance(data, dict) else type(data).__name__}")
+                         f"'image_data' and 'class_dict', got {got}")
     image_data, class_dict = data["image_data"], data["class_dict"]
     if (not isinstance(image_data, np.ndarray) or image_data.dtype != np.uint8
             or image_data.ndim != 4 or image_data.shape[-1] != 3):
@@ -93,7 +90,7 @@ def read_cache(path, subset: str, image_size=84, channels=3) -> LabelledImages:
     if not isinstance(class_dict, dict):
         raise ValueError(f"{path}: 'class_dict' should map class names to image indices, got "
                          f"{type(class_dict).__name__}")
-    class_dict = {_text(k): v for k, v in class_dict.items()}
+    class_dict = {safe_pickle.text(k): v for k, v in class_dict.items()}
     wanted = benchmarks.ordered_classes(label for _, label in
                                         benchmarks.read_csv(packaged_csv(subset)))
     benchmarks.missing_classes(wanted, class_dict, str(path))

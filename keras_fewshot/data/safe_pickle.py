@@ -95,6 +95,11 @@ def loads(data: bytes, source="<bytes>", encoding="latin1"):
                          f"{error}") from None
 
 
+def text(value):
+    """`value`, with bytes decoded as latin-1 (Python 2 strings read with encoding="bytes")."""
+    return value.decode("latin1") if isinstance(value, bytes) else value
+
+
 def load(path, encoding="latin1"):
     """The object pickled in the file `path`, read by `RestrictedUnpickler`."""
     path = pathlib.Path(path)
