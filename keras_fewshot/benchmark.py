@@ -124,11 +124,124 @@ def inference_ms(model, data, ways, shots, queries, repeats=20):
 
 
 def serving_ms(saved_model_dir, data, ways, shots, queries, repeats=50):
-    """One request through a loaded SavedModel's serving_default signature (in-process)."""
+    """One request through a loaded SavedModel's serving_default signature (in-process);
+    `queries` per class."""
     serve = export.load_serving(saved_model_dir)
     inputs, _ = _episode(data, ways, shots, queries)
     return {"measure": "serving_ms_per_request", "episode": f"{ways}w{shots}s{queries}q",
             **_timed(lambda: serve(**inputs)["classes"].numpy(), repeats)}
+
+
+def _one_query_request(data, ways, shots):
+    """A `ways`-way `shots`-shot support set and ONE query image (numpy arrays)."""
+    inputs, _ = _episode(data, ways, shots, 1)
+    return {k: np.asarray(v) for k, v in {**inputs,
+                                          "query_images": inputs["query_images"][:1]}.items()}
+
+
+def one_query_serving_ms(saved_model_dir, data, ways=5, shots=1, repeats=50):
+    """The one-query request (support set plus one query) through serving_default: what a
+    peer's one-query figure compares with."""
+    serve = export.load_serving(saved_model_dir)
+    inputs = _one_query_request(data, ways, shots)
+    return {"measure": "serving_ms_per_request", "episode": f"{ways}w{shots}s, 1 query",
+            **_timed(lambda: serve(**inputs)["classes"].numpy(), repeats)}
+
+
+def cached_query_ms(saved_model_dir, data, ways=5, shots=1, repeats=50):
+    """One query against a stored support code: classify_encoded, the code made once by
+    encode_support (metric models' SavedModels)."""
+    encode = export.load_serving(saved_model_dir, "encode_support")
+    classify = export.load_serving(saved_model_dir, "classify_encoded")
+    inputs = _one_query_request(data, ways, shots)
+    code = {k: v.numpy() for k, v in encode(support_images=inputs["support_images"],
+                                            support_labels=inputs["support_labels"]).items()}
+    query = inputs["query_images"]
+    return {"measure": "cached_support_ms_per_query", "episode": f"{ways}w{shots}s, 1 query",
+            **_timed(lambda: classify(query_images=query, **code)["classes"].numpy(), repeats)}
+
+
+def serving_peer_ratios(model, saved_model_dir, data, ways=5, shots=1, rounds=5, calls=60):
+    """The SavedModel's one-query request and cached-support query against an eager PyTorch
+    ProtoNet with the same weights and preprocessing doing the same work, timed alternately
+    (`rounds` rounds of `calls` calls each) in this process; None when torch is not
+    importable or `model` is no squared-distance ProtoNet. Ratios < 1: the SavedModel is
+    faster."""
+    from keras_fewshot.models import PrototypicalNetwork
+    if not isinstance(model, PrototypicalNetwork) or model.distance != "squared_euclidean":
+        return None
+    try:
+        import torch
+        from keras_fewshot import benchmark_peers
+    except ImportError:
+        return None
+    serve = export.load_serving(saved_model_dir)
+    encode = export.load_serving(saved_model_dir, "encode_support")
+    classify = export.load_serving(saved_model_dir, "classify_encoded")
+    inputs = _one_query_request(data, ways, shots)
+    code = {k: v.numpy() for k, v in encode(support_images=inputs["support_images"],
+                                            support_labels=inputs["support_labels"]).items()}
+    peer = benchmark_peers.torch_protonet(model)
+    with torch.inference_mode():
+        prototypes = peer.encode_support(torch.from_numpy(inputs["support_images"]),
+                                         torch.from_numpy(inputs["support_labels"]))
+
+    def torch_request():
+        with torch.inference_mode():
+            return peer(*(torch.from_numpy(inputs[k]) for k in
+                          ("support_images", "support_labels", "query_images"))).numpy()
+
+    def torch_cached():
+        with torch.inference_mode():
+            return peer.classify(prototypes, torch.from_numpy(inputs["query_images"])).numpy()
+
+    contestants = {
+        "savedmodel_request": lambda: serve(**inputs)["probabilities"].numpy(),
+        "torch_request": torch_request,
+        "savedmodel_cached": lambda: classify(query_images=inputs["query_images"],
+                                              **code)["probabilities"].numpy(),
+        "torch_cached": torch_cached}
+    agreement = max(float(np.abs(contestants["savedmodel_request"]() - fn()).max())
+                    for fn in contestants.values())
+    ticks = _machine_cpu_ticks()
+    wall, cpu = {name: [] for name in contestants}, {name: [] for name in contestants}
+    for _ in range(rounds):
+        for name, fn in contestants.items():
+            for _ in range(3):
+                fn()
+            for _ in range(calls):
+                start, cpu_start = time.perf_counter(), time.process_time()
+                fn()
+                wall[name].append(1000.0 * (time.perf_counter() - start))
+                cpu[name].append(1000.0 * (time.process_time() - cpu_start))
+    median = {name: statistics.median(times) for name, times in wall.items()}
+    cpu_median = {name: statistics.median(times) for name, times in cpu.items()}
+    return {"measure": "serving_vs_torch_eager", "episode": f"{ways}w{shots}s, 1 query",
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            **{f"{name}_ms_median": round(v, 3) for name, v in median.items()},
+            **{f"{name}_cpu_ms_median": round(v, 3) for name, v in cpu_median.items()},
+            "request_ratio": round(median["savedmodel_request"] / median["torch_request"], 2),
+            "cached_ratio": round(median["savedmodel_cached"] / median["torch_cached"], 2),
+            "request_cpu_ratio": round(cpu_median["savedmodel_request"]
+                                       / cpu_median["torch_request"], 2),
+            "cached_cpu_ratio": round(cpu_median["savedmodel_cached"]
+                                      / cpu_median["torch_cached"], 2),
+            "max_probability_difference": float(f"{agreement:.2g}"),
+            "steal_percent": _steal_percent(ticks, _machine_cpu_ticks()),
+            "calls": rounds * calls}
+
+
+def serving_rows(model, saved_model_dir, data, repeats=50):
+    """Every serving measure of an exported episodic classifier: the 5-way 1-shot request
+    with 5 queries (one per class) and with one query, the cached-support query (metric
+    models) and, where torch is importable, the PyTorch ProtoNet peer."""
+    rows = [serving_ms(saved_model_dir, data, 5, 1, 1, repeats),
+            one_query_serving_ms(saved_model_dir, data, 5, 1, repeats)]
+    if hasattr(model, "encode_support"):
+        rows.append(cached_query_ms(saved_model_dir, data, 5, 1, repeats))
+    peers = serving_peer_ratios(model, saved_model_dir, data, 5, 1,
+                                calls=max(1, repeats // 5))
+    return rows + ([peers] if peers else [])
 
 
 def _elements_per_s(dataset, count, warmup=10):

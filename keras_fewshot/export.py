@@ -1,4 +1,4 @@
-"""SavedModel export for TF Serving.
+"""SavedModel (TF Serving) and TFLite (LiteRT) export.
 
 `serving_default` takes one episode of raw pixels and returns probabilities and classes:
 
@@ -9,15 +9,29 @@
 For the MAML family this is "adapt and predict": the inner loop on the support set runs
 inside the SavedModel (its gradients are part of the graph), then the queries are scored.
 
+The metric models (ProtoNet, Matching, Siamese, Relation: `MetricClassifier`) add the
+cached-support pair, for many queries against one stored support set:
+
+    encode_support:   support_images, support_labels -> the support code (float32 tensors,
+                      per model: prototypes [N, D]; support_embeddings [S, D] and
+                      support_onehot [S, N]; class_maps [N, h, w, C])
+    classify_encoded: the support code's tensors (same names) and query_images ->
+                      probabilities, classes (those of serving_default, to round-off)
+
 A sequence model (training_task "sequences") gets the sequence signature instead:
 
     inputs:  images uint8 [T, H, W, C], labels int32 [T] (labels[t] is the true label of
              images[t]; step t sees labels before t only, the last label is never read)
     outputs: probabilities float32 [T, N], classes int32 [T] (per step)
 
+The SavedModel's inputs are declared with any rank: every request is checked inside, and an
+input of the wrong rank or an empty image fails with InvalidArgumentError naming the input
+and its shape (a declared rank is not checked by TensorFlow when a signature is called).
+
 The directory is written next to its destination and renamed into place, so an interrupted
 export never leaves a directory that looks like a model; `load_serving` checks a directory is
-complete before loading its signature.
+complete before loading its signature. `export_tflite` writes the same signatures as one
+.tflite file (inputs of rank 4 / 1, any sizes: resize them in the interpreter).
 """
 
 import os
@@ -29,15 +43,13 @@ import tempfile
 import keras
 import tensorflow as tf
 
-SERVING_INPUTS = (
-    tf.TensorSpec([None, None, None, None], tf.uint8, name="support_images"),
-    tf.TensorSpec([None], tf.int32, name="support_labels"),
-    tf.TensorSpec([None, None, None, None], tf.uint8, name="query_images"),
-)
-SEQUENCE_SERVING_INPUTS = (
-    tf.TensorSpec([None, None, None, None], tf.uint8, name="images"),
-    tf.TensorSpec([None], tf.int32, name="labels"),
-)
+IMAGE_SHAPE = "[M, H, W, C]"
+SERVING_INPUTS = {"support_images": (tf.uint8, 4, "[S, H, W, C]"),
+                  "support_labels": (tf.int32, 1, "[S]"),
+                  "query_images": (tf.uint8, 4, "[Q, H, W, C]")}
+SEQUENCE_SERVING_INPUTS = {"images": (tf.uint8, 4, "[T, H, W, C]"),
+                           "labels": (tf.int32, 1, "[T]")}
+SUPPORT_INPUTS = ("support_images", "support_labels")
 
 
 def _answers(logits):
@@ -46,38 +58,112 @@ def _answers(logits):
             "classes": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
 
 
-def export_saved_model(model, path, overwrite=False):
-    """Writes `model` (an episodic classifier or a sequence model) as a SavedModel at `path`;
-    returns the path."""
+def _checked(request, inputs):
+    """The request's tensors at their rank, each checked at run time ({name: (dtype, rank,
+    shape doc)}); images must also have a non-zero height and width."""
+    checked = {}
+    for name, tensor in request.items():
+        _, rank, shape = inputs[name]
+        actual = tf.shape(tensor)
+        checks = [tf.debugging.Assert(tf.equal(tf.size(actual), rank), [
+            f"{name} must have rank {rank} {shape}; got shape", actual], summarize=8)]
+        if rank == 4:
+            with tf.control_dependencies(checks):
+                checks.append(tf.debugging.Assert(
+                    tf.reduce_min(actual[1:3]) > 0,
+                    [f"{name} has images of height or width 0; got shape", actual],
+                    summarize=8))
+        with tf.control_dependencies(checks):
+            checked[name] = tf.ensure_shape(tensor, [None] * rank)
+    return checked
+
+
+def _specs(inputs, ranked):
+    """TensorSpecs of {name: (dtype, rank, _)}: of any rank (SavedModel: checked inside) or
+    of the given rank with any sizes (TFLite, whose tensors have a fixed rank)."""
+    return {name: tf.TensorSpec([None] * rank if ranked else None, dtype, name=name)
+            for name, (dtype, rank, _) in inputs.items()}
+
+
+def _code_inputs(model):
+    return {name: (tf.float32, rank, "[" + ", ".join("?" * rank) + "]")
+            for name, rank in model.code_ranks.items()}
+
+
+def serving_functions(model, ranked=False):
+    """{signature name: (function of keyword tensors, {name: TensorSpec})} for `model`."""
+    def endpoint(inputs, body):
+        def fn(**request):
+            return body(**_checked(request, inputs))
+        return fn, _specs(inputs, ranked)
+
+    if getattr(model, "training_task", None) == "sequences":
+        return {"serving_default": endpoint(SEQUENCE_SERVING_INPUTS, lambda images, labels: (
+            _answers(model({"images": images, "labels": labels}, training=False))))}
+    functions = {"serving_default": endpoint(SERVING_INPUTS, lambda **episode: _answers(
+        model(episode, training=False)))}
+    if hasattr(model, "encode_support"):
+        code_inputs = _code_inputs(model)
+        functions["encode_support"] = endpoint(
+            {k: SERVING_INPUTS[k] for k in SUPPORT_INPUTS}, lambda **support: dict(
+                model.encode_support(support)))
+        functions["classify_encoded"] = endpoint(
+            {**code_inputs, "query_images": SERVING_INPUTS["query_images"]},
+            lambda query_images, **code: _answers(model.classify_encoded(code, query_images)))
+    return functions
+
+
+def _archive(model, ranked=False):
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, (fn, specs) in serving_functions(model, ranked).items():
+        archive.add_endpoint(name, _positional(fn, list(specs)),
+                             input_signature=list(specs.values()))
+    return archive
+
+
+def _positional(fn, names):
+    """fn(**{names[i]: args[i]}) as a function of positional arguments (an endpoint's)."""
+    def call(*args):
+        return fn(**dict(zip(names, args)))
+    return call
+
+
+def _write_atomically(path, overwrite, write):
+    """Calls write(staging path) and renames the result to `path`."""
     path = pathlib.Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-
-    def serve(support_images, support_labels, query_images):
-        return _answers(model({"support_images": support_images,
-                               "support_labels": support_labels,
-                               "query_images": query_images}, training=False))
-
-    def serve_sequence(images, labels):
-        return _answers(model({"images": images, "labels": labels}, training=False))
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    if getattr(model, "training_task", None) == "sequences":
-        archive.add_endpoint("serving_default", serve_sequence,
-                             input_signature=list(SEQUENCE_SERVING_INPUTS))
-    else:
-        archive.add_endpoint("serving_default", serve, input_signature=list(SERVING_INPUTS))
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        archive.write_out(str(staging / "model"), verbose=False)
-        if path.exists():
+        write(staging / "model")
+        if path.is_dir():
             shutil.rmtree(path)
         os.replace(staging / "model", path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def export_saved_model(model, path, overwrite=False):
+    """Writes `model` (an episodic classifier or a sequence model) as a SavedModel at `path`;
+    returns the path."""
+    return _write_atomically(path, overwrite, lambda staging: _archive(model).write_out(
+        str(staging), verbose=False))
+
+
+def export_tflite(model, path, overwrite=False):
+    """Writes `model` as a TFLite (LiteRT) flatbuffer at `path` with the SavedModel's
+    signatures (TFLite builtin ops only); returns the path."""
+    def write(staging):
+        saved = staging.with_name("saved_model")
+        _archive(model, ranked=True).write_out(str(saved), verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            str(saved), signature_keys=list(serving_functions(model)))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        staging.write_bytes(converter.convert())
+    return _write_atomically(path, overwrite, write)
 
 
 def _missing_files(path: pathlib.Path):

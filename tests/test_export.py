@@ -4,6 +4,8 @@ import pathlib
 import re
 import shutil
 import sys
+import threading
+import time
 
 import keras
 import numpy as np
@@ -144,21 +146,82 @@ def test_bad_requests_fail_and_the_next_one_works(served, request_episode, expec
         assert_answers(serve(served, request_episode), expected)  # still serving
 
 
-@pytest.mark.parametrize("problem", ["float images", "int64 labels", "rank-5 images",
-                                     "rank-2 labels"])
-def test_request_of_the_wrong_dtype_or_rank_is_refused_and_the_next_one_works(
+@pytest.mark.parametrize("problem", ["float images", "int64 labels"])
+def test_request_of_the_wrong_dtype_is_refused_and_the_next_one_works(
         served, request_episode, expected, problem):
     bad = dict(request_episode)
     if problem == "float images":
         bad["query_images"] = bad["query_images"].astype(np.float32)
-    elif problem == "int64 labels":
-        bad["support_labels"] = bad["support_labels"].astype(np.int64)
-    elif problem == "rank-5 images":
-        bad["support_images"] = bad["support_images"][None]
     else:
-        bad["support_labels"] = bad["support_labels"][None]
+        bad["support_labels"] = bad["support_labels"].astype(np.int64)
     with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
         serve(served, bad)
+    assert_answers(serve(served, request_episode), expected)
+
+
+def _misshapen_requests(episode):
+    """(what is wrong, request, the error's message): inputs of the wrong rank or empty
+    images, each named with its shape."""
+    images, labels = episode["support_images"], episode["support_labels"]
+    return [
+        ("rank-5 images", {**episode, "support_images": images[None]},
+         r"support_images must have rank 4 \[S, H, W, C\]; got shape\] \[1 10 28"),
+        ("[5, 105, 105] images", {**episode, "query_images": np.zeros((5, 105, 105), np.uint8)},
+         r"query_images must have rank 4 \[Q, H, W, C\]; got shape\] \[5 105 105\]"),
+        ("[1, 5] labels", {**episode, "support_labels": labels[None]},
+         r"support_labels must have rank 1 \[S\]; got shape\] \[1 10\]"),
+        ("a scalar label", {**episode, "support_labels": labels[0]},
+         r"support_labels must have rank 1 \[S\]; got shape\] \[\]"),
+        ("0x0 images", {**episode, "query_images": np.zeros((3, 0, 0, 1), np.uint8)},
+         r"query_images has images of height or width 0; got shape\] \[3 0 0 1\]"),
+        ("0-wide images", {**episode, "support_images": images[:, :, :0]},
+         r"support_images has images of height or width 0; got shape\] \[10 28 0 1\]"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_misshapen_request_is_refused_naming_the_input_and_the_next_one_works(
+        served, request_episode, expected, case):
+    problem, request, message = _misshapen_requests(request_episode)[case]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        serve(served, request)
+    assert_answers(serve(served, request_episode), expected)
+
+
+def test_eight_client_threads_share_one_loaded_model(served, request_episode, expected):
+    """8 threads send good and malformed requests for a bounded time: every good answer
+    equals the single-threaded one exactly, every bad one fails with its own error."""
+    single = serve(served, request_episode)
+    bad = _bad_requests(request_episode) + _misshapen_requests(request_episode)
+    results, failures = [], []
+    deadline = time.monotonic() + 2.0
+
+    def client(index):
+        count = 0
+        while time.monotonic() < deadline or count < 4:
+            if (count + index) % 3:
+                out = serve(served, request_episode)
+                if not all(np.array_equal(out[k], single[k]) for k in single):
+                    failures.append(("good", index, count))
+            else:
+                problem, request, message = bad[(count * 8 + index) % len(bad)]
+                try:
+                    serve(served, request)
+                    failures.append((problem, "answered"))
+                except tf.errors.InvalidArgumentError as error:
+                    if not re.search(message, str(error)):
+                        failures.append((problem, str(error)[:200]))
+            count += 1
+        results.append(count)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(results) == 8 and min(results) >= 4
+    assert failures == []
     assert_answers(serve(served, request_episode), expected)
 
 

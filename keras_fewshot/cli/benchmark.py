@@ -5,7 +5,10 @@ each model measured in a process of its own.
 
 (`python tools/benchmark.py ...` in a clone.) Measures ms per training step (on the model's
 training element), ms per inference episode (5-way 1-shot and 20-way 5-shot, 15 queries), ms
-per serving request (5-way 1-shot, 1 query, through the exported SavedModel), the training
+per serving request through the exported SavedModel (5-way 1-shot with 5 queries, one per
+class, and with one query; for the metric models one query against a stored support code;
+for ProtoNet, when torch is importable, an eager PyTorch ProtoNet with the same weights doing
+the same, timed alternately, as ratios), the training
 input pipeline alone (steps' worth of input per second, as `fit` reads it), and peak memory.
 Fixed-N models (MAML family) are measured on their own N instead of 20-way; regression
 models (sinusoid) by one meta-step of their training configuration; sequence models (mann,
@@ -92,9 +95,9 @@ def measure_zoo_model(name):
     if "serving" in FLAGS.measure:
         with tempfile.TemporaryDirectory() as tmp:
             path = export.export_saved_model(model, f"{tmp}/model")
-            rows.append(benchmark.sequence_serving_ms(path, data, *shape, 5 * FLAGS.repeats)
-                        if sequences else
-                        benchmark.serving_ms(path, data, 5, 1, 1, 5 * FLAGS.repeats))
+            rows += ([benchmark.sequence_serving_ms(path, data, *shape, 5 * FLAGS.repeats)]
+                     if sequences else
+                     benchmark.serving_rows(model, path, data, 5 * FLAGS.repeats))
     if "train" in FLAGS.measure:
         rows.append(benchmark.train_step_ms(model, config, train_data, FLAGS.repeats,
                                             jit_compile=FLAGS.jit_compile))

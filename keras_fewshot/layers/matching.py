@@ -27,11 +27,17 @@ class CosineAttentionClassifier(keras.layers.Layer):
         self.scale = float(scale)
 
     def call(self, query_embeddings, support_embeddings, support_labels, num_classes):
+        return self.logits(query_embeddings, support_embeddings,
+                           tf.one_hot(support_labels, num_classes))
+
+    def logits(self, query_embeddings, support_embeddings, support_onehot):
+        """The same with the labels one-hot: [B, S, N] (1 where example i is of class n)."""
         q = tf.math.l2_normalize(query_embeddings, axis=-1)
         s = tf.math.l2_normalize(support_embeddings, axis=-1)
         similarity = self.scale * tf.einsum("bqd,bsd->bqs", q, s)
-        in_class = tf.one_hot(support_labels, num_classes, on_value=True, off_value=False)
-        masked = tf.where(in_class[:, None, :, :], similarity[..., None], -1e9)  # [B,Q,S,N]
+        # expand_dims rather than [:, None] (here and below): TFLite builtins for any sizes
+        in_class = tf.expand_dims(support_onehot, 1) > 0.5                       # [B,1,S,N]
+        masked = tf.where(in_class, tf.expand_dims(similarity, -1), -1e9)        # [B,Q,S,N]
         return tf.reduce_logsumexp(masked, axis=2)
 
     def get_config(self):

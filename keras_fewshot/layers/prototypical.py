@@ -30,12 +30,17 @@ class PrototypicalHead(keras.layers.Layer):
         self.cosine_scale = float(cosine_scale)
 
     def call(self, support_embeddings, support_labels, query_embeddings, num_classes):
-        prototypes = class_means(support_embeddings, support_labels, num_classes)
+        return self.logits(class_means(support_embeddings, support_labels, num_classes),
+                           query_embeddings)
+
+    def logits(self, prototypes, query_embeddings):
+        """(prototypes [B, N, D], query [B, Q, D]) -> logits [B, Q, N]."""
         if self.distance == "cosine":
             q = tf.math.l2_normalize(query_embeddings, axis=-1)
             p = tf.math.l2_normalize(prototypes, axis=-1)
             return self.cosine_scale * tf.einsum("bqd,bnd->bqn", q, p)
-        diff = query_embeddings[:, :, None, :] - prototypes[:, None, :, :]
+        # expand_dims rather than [:, None]: a TFLite builtin for any sizes
+        diff = tf.expand_dims(query_embeddings, 2) - tf.expand_dims(prototypes, 1)
         return -tf.reduce_sum(tf.square(diff), axis=-1)
 
     def get_config(self):

@@ -46,8 +46,9 @@ class RelationModule(keras.layers.Layer):
             out = tf.nn.conv2d(flat, kernel, strides=1, padding="SAME")
             return tf.reshape(out, tf.concat([tf.shape(maps)[:2], tf.shape(out)[1:]], 0))
 
-        x = (half_conv(query_maps, first_conv.kernel[:, :, :channels])[:, :, None]
-             + half_conv(class_maps, first_conv.kernel[:, :, channels:])[:, None]
+        # expand_dims rather than [:, None]: TFLite builtins for any sizes
+        x = (tf.expand_dims(half_conv(query_maps, first_conv.kernel[:, :, :channels]), 2)
+             + tf.expand_dims(half_conv(class_maps, first_conv.kernel[:, :, channels:]), 1)
              + first_conv.bias)                                     # [B, Q, N, h, w, F]
         x = tf.reshape(x, tf.concat([[-1], tf.shape(x)[3:]], 0))    # pairs [B * Q * N, ...]
         for layer in rest:

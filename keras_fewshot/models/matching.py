@@ -9,12 +9,17 @@ import keras
 
 from keras_fewshot.layers import (Conv4Embedding, CosineAttentionClassifier, ImagePreprocessing,
                                   QueryAttentionEmbedding, SupportContextEmbedding)
-from keras_fewshot.models.episodic import EpisodicClassifier
+import tensorflow as tf
+
+from keras_fewshot.models.metric import MetricClassifier
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
-class MatchingNetwork(EpisodicClassifier):
-    """Any N, any shots; with FCE the support order is read by the bidirectional LSTM."""
+class MatchingNetwork(MetricClassifier):
+    """Any N, any shots; with FCE the support order is read by the bidirectional LSTM. The
+    support code is g(S) (after the support context with FCE) and the one-hot labels."""
+
+    code_ranks = {"support_embeddings": 2, "support_onehot": 2}
 
     def __init__(self, image_size=28, filters=64, fce=False, fce_steps=5, scale=1.0,
                  **kwargs):
@@ -38,13 +43,16 @@ class MatchingNetwork(EpisodicClassifier):
             self.query_attention.build((None, None, dim), (None, None, dim))
         self.built = True
 
-    def classify(self, support_images, support_labels, query_images, num_classes,
-                 training=False):
-        g, f = self.embed_episode(self.embedding, support_images, query_images, training)
-        if self.fce:
-            g = self.support_context(g, training=training)
-            f = self.query_attention(f, g)
-        return self.head(f, g, support_labels, num_classes)
+    def support_code(self, support_features, support_labels, num_classes, training=False):
+        g = (self.support_context(support_features, training=training) if self.fce
+             else support_features)
+        return {"support_embeddings": g,
+                "support_onehot": tf.one_hot(support_labels, num_classes, dtype=g.dtype)}
+
+    def code_logits(self, code, query_features, training=False):
+        g = code["support_embeddings"]
+        f = self.query_attention(query_features, g) if self.fce else query_features
+        return self.head.logits(f, g, code["support_onehot"])
 
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size, "filters": self.filters,

@@ -3,12 +3,16 @@
 import keras
 
 from keras_fewshot.layers import Conv4Embedding, ImagePreprocessing, PrototypicalHead
-from keras_fewshot.models.episodic import EpisodicClassifier
+from keras_fewshot.layers.prototypical import class_means
+from keras_fewshot.models.metric import MetricClassifier
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
-class PrototypicalNetwork(EpisodicClassifier):
-    """Any N, any (uneven) shots: queries are scored by distance to class-mean prototypes."""
+class PrototypicalNetwork(MetricClassifier):
+    """Any N, any (uneven) shots: queries are scored by distance to class-mean prototypes;
+    the support code is the prototypes."""
+
+    code_ranks = {"prototypes": 2}
 
     def __init__(self, image_size=28, filters=64, distance="squared_euclidean", **kwargs):
         super().__init__(**kwargs)
@@ -21,11 +25,11 @@ class PrototypicalNetwork(EpisodicClassifier):
         self.embedding.build((None, self.image_size, self.image_size, 1))
         self.built = True
 
-    def classify(self, support_images, support_labels, query_images, num_classes,
-                 training=False):
-        support_emb, query_emb = self.embed_episode(self.embedding, support_images,
-                                                    query_images, training)
-        return self.head(support_emb, support_labels, query_emb, num_classes)
+    def support_code(self, support_features, support_labels, num_classes, training=False):
+        return {"prototypes": class_means(support_features, support_labels, num_classes)}
+
+    def code_logits(self, code, query_features, training=False):
+        return self.head.logits(code["prototypes"], query_features)
 
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size,

@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from keras_fewshot.layers import Conv4Embedding, ImagePreprocessing, RelationModule
-from keras_fewshot.models.episodic import EpisodicClassifier
+from keras_fewshot.models.metric import MetricClassifier
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
@@ -23,8 +23,11 @@ class RelationMSE(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
-class RelationNetwork(EpisodicClassifier):
-    """Any N, any shots. Class scores are relation logits: sigmoid gives r in [0, 1]."""
+class RelationNetwork(MetricClassifier):
+    """Any N, any shots. Class scores are relation logits: sigmoid gives r in [0, 1]. The
+    support code is the class feature maps (support maps summed over each class's shots)."""
+
+    code_ranks = {"class_maps": 4}
 
     def __init__(self, image_size=28, filters=64, hidden_units=8, **kwargs):
         super().__init__(**kwargs)
@@ -44,13 +47,12 @@ class RelationNetwork(EpisodicClassifier):
     def training_loss(self):
         return RelationMSE()
 
-    def classify(self, support_images, support_labels, query_images, num_classes,
-                 training=False):
-        support_maps, query_maps = self.embed_episode(self.embedding, support_images,
-                                                      query_images, training)
-        onehot = tf.one_hot(support_labels, num_classes, dtype=support_maps.dtype)
-        class_maps = tf.einsum("bsn,bshwc->bnhwc", onehot, support_maps)  # sum over shots
-        return self.relation(query_maps, class_maps, training=training)
+    def support_code(self, support_features, support_labels, num_classes, training=False):
+        onehot = tf.one_hot(support_labels, num_classes, dtype=support_features.dtype)
+        return {"class_maps": tf.einsum("bsn,bshwc->bnhwc", onehot, support_features)}
+
+    def code_logits(self, code, query_features, training=False):
+        return self.relation(query_features, code["class_maps"], training=training)
 
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size, "filters": self.filters,

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from keras_fewshot.layers import (Conv4Embedding, ImagePreprocessing, NonPositive,
                                   SiameseL1Head)
-from keras_fewshot.models.episodic import EpisodicClassifier
+from keras_fewshot.models.metric import MetricClassifier
 
 PAIR_KEYS = ("first_images", "second_images")
 
@@ -32,14 +32,17 @@ class PairCrossEntropy(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
-class SiameseNetwork(EpisodicClassifier):
+class SiameseNetwork(MetricClassifier):
     """conv4 twin f (optionally followed by a sigmoid dense layer, as Koch's) + L1 head.
 
     head_init: "koch" draws the head's weights W from N(0, 0.2), unconstrained, as the
     paper; "distance" starts them all at -0.1 and keeps them <= 0, so the logit is a learned
     weighted negative L1 distance plus a threshold, and an embedding trained for distances
-    (`--embedding_from`) ranks by nearest neighbour from the first step.
+    (`--embedding_from`) ranks by nearest neighbour from the first step. The support code is
+    f of the support images and their one-hot labels.
     """
+
+    code_ranks = {"support_embeddings": 2, "support_onehot": 2}
 
     training_task = "pairs"
     HEAD_INITIALIZERS = {"koch": (None, None),
@@ -95,16 +98,20 @@ class SiameseNetwork(EpisodicClassifier):
                              training)
         return self.head(both[:count], both[count:])
 
-    def classify(self, support_images, support_labels, query_images, num_classes,
-                 training=False):
-        support, query = self.embed_episode(self.features, support_images, query_images,
-                                            training)
-        support, query = support[:, None], query[:, :, None]  # [B, 1, S, D], [B, Q, 1, D]
+    def support_code(self, support_features, support_labels, num_classes, training=False):
+        return {"support_embeddings": support_features,
+                "support_onehot": tf.one_hot(support_labels, num_classes,
+                                             dtype=support_features.dtype)}
+
+    def code_logits(self, code, query_features, training=False):
+        # expand_dims rather than [:, None]: TFLite builtins for any sizes
+        support = tf.expand_dims(code["support_embeddings"], 1)  # [B, 1, S, D]
+        query = tf.expand_dims(query_features, 2)                # [B, Q, 1, D]
         log_p = tf.math.log_sigmoid(self.head(query, support))  # [B, Q, S], no underflow
-        onehot = tf.one_hot(support_labels, num_classes, dtype=log_p.dtype)  # [B, S, N]
+        onehot = code["support_onehot"]                          # [B, S, N]
         # log mean_{i in class n} p_i = logsumexp over the class's shots - log(shots)
-        in_class = log_p[..., None] + tf.math.log(onehot)[:, None]  # [B, Q, S, N]
-        shots = tf.reduce_sum(onehot, 1)[:, None]                  # [B, 1, N]
+        in_class = tf.expand_dims(log_p, -1) + tf.expand_dims(tf.math.log(onehot), 1)
+        shots = tf.reduce_sum(onehot, 1, keepdims=True)          # [B, 1, N]
         return tf.reduce_logsumexp(in_class, axis=2) - tf.math.log(shots)
 
     def get_config(self):
