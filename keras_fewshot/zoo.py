@@ -183,6 +183,8 @@ class _Registry(Mapping):
     """`REGISTRY`: a read-only view of `registry()`, re-read on each use."""
 
     def __getitem__(self, name):
+        if name not in self:
+            raise KeyError(name)
         return get_entry(name)
 
     def __iter__(self):

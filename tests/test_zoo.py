@@ -79,6 +79,7 @@ def test_list_models(monkeypatch):
     assert NAME in models
     assert isinstance(models[NAME], str) and len(models[NAME]) > 10
     assert sorted(models) == sorted(zoo.REGISTRY) == RELEASED
+    assert zoo.REGISTRY[NAME].name == NAME and zoo.REGISTRY.get("nope") is None
     # every folder of zoo/ is an entry: none was left without its metadata.json
     assert RELEASED == sorted(d.name for d in ZOO.iterdir() if d.is_dir())
 
