@@ -1,10 +1,12 @@
 """The episode contract (models/episodic.py) as PrototypicalNetwork honours it."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_fewshot.models import EPISODE_KEYS, PrototypicalNetwork, build_model, dummy_episode
+from keras_fewshot.models import (EPISODE_KEYS, PrototypicalNetwork, build_model, dummy_episode,
+                                  validate_episode)
 
 CONTRACT_ERRORS = (ValueError, tf.errors.InvalidArgumentError)
 UNBATCHED_SIGNATURE = {
@@ -130,6 +132,21 @@ def _relabel(old, new, first_only=False):
     return change
 
 
+def _uint64_with(labels, old, new):
+    """Labels as uint64, `old` replaced by `new` (which int64 may not hold)."""
+    labels = labels.astype(np.uint64)
+    labels[labels == old] = np.uint64(new)
+    assert labels.max() == new
+    return labels
+
+
+def _with_pixel(images, value):
+    """uint8 images as nested Python lists of ints, with the first pixel set to `value`."""
+    images = images.astype(int)
+    images.flat[0] = value
+    return images.tolist()
+
+
 BAD_EPISODES = {
     "rank_3_images": (_set("support_images", lambda e: e["support_images"][..., 0]),
                       r"support_images must have rank 4"),
@@ -157,6 +174,46 @@ BAD_EPISODES = {
     "missing_key": (_drop("query_images"), r"missing \['query_images'\]"),
     "batched_query_only": (_set("query_images", lambda e: e["query_images"][None]),
                            r"must both be batched \(rank 5\) or both unbatched"),
+    # Found by trying the contract as a hostile user would: each failed inside an op or
+    # with another's message before.
+    "zero_size_query_images": (_set("query_images",
+                                    lambda e: e["query_images"][..., :0, :0, :]),
+                               r"query_images has images of height or width 0"),
+    "zero_width_support_images": (_set("support_images",
+                                       lambda e: e["support_images"][..., :0, :]),
+                                  r"support_images has images of height or width 0"),
+    "one_class": (_set("support_labels", lambda e: np.zeros_like(e["support_labels"])),
+                  r"the support set has a single class \(every label is 0\): a classifier "
+                  r"needs at least 2 classes"),
+    "uint64_label_above_int64": (_set("support_labels", lambda e: _uint64_with(
+        e["support_labels"], 2, 2 ** 63)),
+        r"support_labels has a label >= the number of support examples"),  # not "below 0"
+    "labels_none": (_set("support_labels", lambda e: None),
+                    r"support_labels must be an array \(numpy, tensor or nested list\), got "
+                    r"NoneType"),
+    "misspelled_key": (lambda e: {"support_image" if k == "support_images" else k: v
+                                  for k, v in e.items()},
+                       r"missing \['support_images'\]; expected keys .* got keys "
+                       r"\['query_images', 'support_image', 'support_labels'\]"),
+    "ragged_label_list": (_set("support_labels", lambda e: [[0, 1], [2]]),
+                          r"support_labels is a ragged nested list"),
+    "pixel_list_above_255": (_set("query_images", lambda e: _with_pixel(e["query_images"], 256)),
+                             r"query_images must be raw pixels: whole numbers in \[0, 255\] "
+                             r"\(uint8\), got values from \d+ to 256"),
+    "negative_pixel_list": (_set("support_images", lambda e: _with_pixel(e["support_images"], -1)),
+                            r"support_images must be raw pixels: .* got values from -1 to \d+"),
+    "float_pixel_list": (_set("support_images", lambda e: (e["support_images"] / 255).tolist()),
+                         r"support_images must be raw pixels: .* got a list of float64 values"),
+    "float_label_list": (_set("support_labels", lambda e: [float(x) for x in
+                                                           e["support_labels"]]),
+                         r"support_labels must be integers, got a list of float64 values"),
+    "empty_lists": (lambda e: {**e, "support_images": [], "support_labels": []},
+                    r"support_images must have rank 4"),
+    "label_list_with_none": (_set("support_labels", lambda e: [0, None, 1, 1, 2, 2]),
+                             r"support_labels must hold numbers only, got a list of "
+                             r"\['NoneType', 'int'\]"),
+    "label_list_of_names": (_set("support_labels", lambda e: ["a", "a", "b", "b", "c", "c"]),
+                            r"support_labels must hold numbers only, got a list of \['str'\]"),
 }
 
 BATCHED_BAD_EPISODES = {
@@ -167,6 +224,7 @@ BATCHED_BAD_EPISODES = {
                           r"episodes"),
     "unbatched_labels": (lambda e: {**e, "support_labels": e["support_labels"][0]},
                          r"support_labels must have shape \[B, S\]"),
+    "no_episodes": (lambda e: {k: v[:0] for k, v in e.items()}, r"the batch holds no episodes"),
 }
 
 
@@ -187,7 +245,8 @@ def test_bad_batched_episode_names_the_problem(model, make_episode, rng, case):
 
 
 @pytest.mark.parametrize("case", ["missing_class", "negative_label", "empty_query",
-                                  "empty_support", "labels_too_short"])
+                                  "empty_support", "labels_too_short", "one_class",
+                                  "zero_size_query_images", "zero_width_support_images"])
 def test_bad_episode_fails_the_same_way_in_a_graph(graph_model, make_episode, rng, case):
     change, message = BAD_EPISODES[case]
     episode, _ = make_episode(3, 2, 2, rng)
@@ -214,3 +273,75 @@ def test_int64_labels_out_of_int32_range_are_rejected(model, make_episode, rng):
     episode["support_labels"] = np.array([0, 1, 2 ** 32 + 1], np.int64)
     with pytest.raises(CONTRACT_ERRORS):
         model(episode)
+
+
+def test_uint64_labels_in_range_are_fine(model, make_episode, rng):
+    episode, _ = make_episode(3, 2, 2, rng)
+    expected = model(episode).numpy()
+    labels = episode["support_labels"].astype(np.uint64)
+    np.testing.assert_array_equal(model({**episode, "support_labels": labels}).numpy(), expected)
+
+
+# --- Python lists in the episode dict ------------------------------------------------------------
+
+# Every episodic classifier of the registry, small, with random weights (the MAML family's
+# `ways` fixed to the episodes' 3).
+SMALL_MODELS = {"protonet": {"filters": 8}, "matching": {"filters": 8, "fce": True},
+                "relation": {"filters": 8}, "siamese": {"filters": 8},
+                "metanet": {"filters": 8, "key_units": 8, "hidden_units": 8, "max_ways": 4,
+                            "meta_units": 4},
+                "maml": {"filters": 8, "ways": 3},
+                "metalstm": {"filters": 8, "ways": 3, "test_inner_steps": 1}}
+
+
+@pytest.fixture(scope="module", params=sorted(SMALL_MODELS))
+def small_model(request):
+    keras.utils.set_random_seed(0)
+    return build_model(request.param, SMALL_MODELS[request.param])
+
+
+def test_python_lists_give_what_arrays_give(small_model, make_episode, rng):
+    episode, _ = make_episode(3, 2, 2, rng)
+    expected = small_model(episode).numpy()
+    assert expected.shape == (6, 3) and np.isfinite(expected).all()
+    variants = {
+        "labels as a list": {**episode, "support_labels": episode["support_labels"].tolist()},
+        "labels as a tuple": {**episode, "support_labels": tuple(episode["support_labels"])},
+        "everything as nested lists": {k: v.tolist() for k, v in episode.items()},
+    }
+    for what, variant in variants.items():
+        np.testing.assert_array_equal(small_model(variant).numpy(), expected, err_msg=what)
+
+
+def test_python_lists_of_a_batch_give_what_arrays_give(small_model, make_episode, rng):
+    batch, _ = make_episode(3, 1, 1, rng, batch=2)
+    expected = small_model(batch).numpy()
+    assert expected.shape == (2, 3, 3)
+    lists = {k: v.tolist() for k, v in batch.items()}
+    np.testing.assert_array_equal(small_model(lists).numpy(), expected)
+
+
+def test_the_issue_example_support_labels_list(model):
+    """The report's request: "support_labels": [0, 1, 2, 3, 4] in a 5-way 1-shot episode."""
+    episode = dummy_episode(ways=5, shots=1, queries=2)
+    expected = model(episode).numpy()
+    listed = model({**episode, "support_labels": [0, 1, 2, 3, 4]}).numpy()
+    np.testing.assert_array_equal(listed, expected)
+    assert listed.shape == (2, 5)
+
+
+def test_validate_episode_takes_lists_as_uint8_images_and_integer_labels(make_episode, rng):
+    episode, _ = make_episode(2, 1, 1, rng)
+    checked = validate_episode({k: v.tolist() for k, v in episode.items()})
+    assert checked.support_images.dtype == tf.uint8 and checked.query_images.dtype == tf.uint8
+    np.testing.assert_array_equal(checked.support_images.numpy()[0], episode["support_images"])
+    np.testing.assert_array_equal(checked.support_labels.numpy()[0], episode["support_labels"])
+    assert int(checked.num_classes) == 2 and not checked.batched
+
+
+def test_a_list_of_scalar_tensors_in_a_traced_function(model, make_episode, rng):
+    episode, _ = make_episode(3, 1, 2, rng)
+    expected = model(episode).numpy()
+    traced = tf.function(lambda *labels: model({**episode, "support_labels": list(labels)}))
+    labels = [tf.constant(int(y)) for y in episode["support_labels"]]
+    np.testing.assert_array_equal(traced(*labels).numpy(), expected)

@@ -101,6 +101,21 @@ BAD_SEQUENCES = {
     "four channels": (lambda s: {**s, "images": np.repeat(s["images"], 4, -1)},
                       "1 or 3 channels"),
     "empty sequence": (lambda s: {k: v[:0] for k, v in s.items()}, "empty"),
+    # Found by trying the contract as a hostile user would: each failed inside an op or
+    # with another's message before.
+    "zero-size images": (lambda s: {**s, "images": s["images"][..., :0, :0, :]},
+                         r"images must be at least 1x1 pixel, got height or width 0"),
+    "uint64 label above int64": (lambda s: {**s, "labels": np.where(
+        s["labels"] == 1, np.uint64(2 ** 63), s["labels"].astype(np.uint64))},
+        "label >= N = 3"),  # not "below 0"
+    "labels None": (lambda s: {**s, "labels": None},
+                    r"labels must be an array \(numpy, tensor or nested list\), got NoneType"),
+    "misspelled key": (lambda s: {"image": s["images"], "labels": s["labels"]},
+                       r"missing \['images'\]; expected keys .* got keys \['image', 'labels'\]"),
+    "ragged image list": (lambda s: {**s, "images": [im.tolist() for im in s["images"]][:-1]
+                                     + [[[0]]]}, "images is a ragged nested list"),
+    "pixel list above 255": (lambda s: {**s, "images": (s["images"].astype(int) + 256).tolist()},
+                             r"images must be raw pixels: whole numbers in \[0, 255\]"),
 }
 
 
@@ -111,6 +126,22 @@ def test_bad_sequence_names_the_problem(model, rng, case):
     sequence["labels"][:3] = [0, 1, 2]
     with pytest.raises(ValueError, match=match):
         model(corrupt(sequence))
+
+
+def test_a_batch_of_no_sequences_names_the_problem(model, rng):
+    sequence = random_sequence(rng, batch=2)
+    with pytest.raises(ValueError, match="the batch holds no sequences"):
+        model({k: v[:0] for k, v in sequence.items()})
+
+
+def test_python_lists_give_what_arrays_give(model, rng):
+    for batch in (None, 2):
+        sequence = random_sequence(rng, batch=batch)
+        expected = model(sequence).numpy()
+        labels_listed = model({**sequence, "labels": sequence["labels"].tolist()}).numpy()
+        all_listed = model({k: v.tolist() for k, v in sequence.items()}).numpy()
+        np.testing.assert_array_equal(labels_listed, expected)
+        np.testing.assert_array_equal(all_listed, expected)
 
 
 def test_not_a_dict_is_a_type_error(model, rng):
@@ -127,7 +158,8 @@ def graph_model(model):
 
 @pytest.mark.parametrize("case, match", [
     ("label >= N", "label >= N = 3"), ("mismatched lengths", "different lengths"),
-    ("negative label", "label below 0"), ("four channels", "1 or 3 channels")])
+    ("negative label", "label below 0"), ("four channels", "1 or 3 channels"),
+    ("zero-size images", "at least 1x1 pixel")])
 def test_bad_sequence_fails_the_same_way_in_a_graph(graph_model, rng, case, match):
     sequence = random_sequence(rng, batch=2)
     sequence["labels"][:, :3] = [0, 1, 2]

@@ -7,9 +7,11 @@
 labels[t] is the true label of images[t]; the model shifts them itself: the scores of step
 t see images[0..t] and labels[0..t-1] only (step 0 sees no label), so callers pass labels
 aligned with their images, and the last label of a sequence is never read (any label in
-[0, N) will do when it is unknown). N is the model's fixed number of classes. Bad input
-raises an error naming the problem: ValueError eagerly or from static shapes,
-tf.errors.InvalidArgumentError from inside a traced function (training, serving).
+[0, N) will do when it is unknown). N is the model's fixed number of classes. Values may be
+numpy arrays, tensors or (nested) Python lists (a list of images holds whole-number pixel
+values in [0, 255], taken as uint8). Bad input raises an error naming the problem:
+ValueError eagerly or from static shapes, tf.errors.InvalidArgumentError from inside a traced
+function (training, serving).
 """
 
 import dataclasses
@@ -18,7 +20,8 @@ import keras
 import tensorflow as tf
 
 from keras_fewshot.layers import ImagePreprocessing
-from keras_fewshot.models.episodic import _check, merge_leading
+from keras_fewshot.models.episodic import (_check, _tensor, as_arrays, check_label_range,
+                                           merge_leading)
 
 SEQUENCE_KEYS = ("images", "labels")
 
@@ -37,8 +40,10 @@ def validate_sequence(inputs, classes) -> Sequence:
         raise TypeError(f"A sequence is a dict with keys {SEQUENCE_KEYS}; got {type(inputs)}")
     missing = [k for k in SEQUENCE_KEYS if k not in inputs]
     if missing:
-        raise ValueError(f"Sequence is missing {missing}; expected keys {SEQUENCE_KEYS}")
-    images, labels = (tf.convert_to_tensor(inputs[k]) for k in SEQUENCE_KEYS)
+        raise ValueError(f"Sequence is missing {missing}; expected keys {SEQUENCE_KEYS}, got "
+                         f"keys {sorted(map(str, inputs))}")
+    inputs = as_arrays(inputs)
+    images, labels = (_tensor(k, inputs[k]) for k in SEQUENCE_KEYS)
     if images.dtype != tf.uint8:
         raise ValueError(f"images must be uint8 raw pixels, got {images.dtype.name}")
     if images.shape.rank not in (4, 5):
@@ -60,18 +65,19 @@ def validate_sequence(inputs, classes) -> Sequence:
                          f"images, {labels.shape[1]} labels (one label per image)")
     channels = tf.shape(images)[-1]
     checks = _check((channels == 1) | (channels == 3), "images must have 1 or 3 channels")
+    checks += _check(tf.minimum(tf.shape(images)[2], tf.shape(images)[3]) > 0,
+                     "images must be at least 1x1 pixel, got height or width 0")
+    checks += _check(tf.shape(images)[0] > 0, "the batch holds no sequences")
     checks += _check(tf.shape(images)[0] == tf.shape(labels)[0],
                      "images and labels have different numbers of sequences")
     checks += _check(tf.shape(images)[1] == tf.shape(labels)[1],
                      "images and labels have different lengths (one label per image)")
     checks += _check(tf.shape(labels)[1] > 0, "the sequence is empty")
-    with tf.control_dependencies(checks):
-        wide = tf.cast(labels, tf.int64)  # range checks before any cast to int32
-        checks = _check(tf.reduce_min(wide) >= 0, "labels has a label below 0")
-        checks += _check(tf.reduce_max(wide) < classes,
-                         f"labels has a label >= N = {classes}, the model's number of classes")
-    with tf.control_dependencies(checks):
-        labels = tf.cast(wide, tf.int32)
+    with tf.control_dependencies(checks):  # range checks before any cast to int32
+        labels = check_label_range(labels, classes, "labels",
+                                   f"N = {classes}, the model's number of classes")
+        if checks:  # in a graph, the images wait for the checks: a bad one fails there
+            images = tf.identity(images)
     return Sequence(images, labels, batched)
 
 
@@ -105,6 +111,10 @@ class SequenceClassifier(keras.Model):
 
     def training_metrics(self):
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+    def __call__(self, inputs, *args, **kwargs):
+        # Keras takes only tensors and arrays: Python lists in the dict become arrays first.
+        return super().__call__(as_arrays(inputs), *args, **kwargs)
 
     def call(self, inputs, training=False):
         sequence = validate_sequence(inputs, self.classes)
