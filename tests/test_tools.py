@@ -251,6 +251,14 @@ def test_a_model_dir_that_is_a_file_is_refused_before_loading(tmp_path):
             parse(command, f"--model_dir={a_file}")
 
 
+def test_evaluate_refuses_a_malformed_setting():
+    for setting in ("5x", "x1", "5x0", "five"):
+        with pytest.raises(flags.IllegalFlagValueError, match="each --setting is NxK"):
+            parse(evaluate_command, "--model=protonet_omniglot", f"--setting={setting}")
+    assert parse(evaluate_command, "--model=m", "--setting=5x1", "--setting=10").setting == [
+        "5x1", "10"]
+
+
 def test_classify_refuses_an_absurd_image_size():
     for size in (100000, 0):
         with pytest.raises(flags.IllegalFlagValueError,

@@ -15,6 +15,7 @@ sequence models: accuracy by instance).
 
 import json
 import pathlib
+import re
 import sys
 
 from absl import flags
@@ -48,6 +49,11 @@ def define_flags(flag_values):
                               "sinusoid: K, e.g. 10); default: the protocol's standard settings "
                               "that the model can do (and, for other data, that the data "
                               "fills).", **fv)
+    flags.register_validator(
+        "setting", lambda values: all(re.fullmatch(r"[1-9][0-9]*(x[1-9][0-9]*)?", v)
+                                      for v in values or []),
+        message="each --setting is NxK, N ways by K shots (e.g. 5x1), or for sinusoid K points "
+                "(e.g. 10)", flag_values=flag_values)
     flags.DEFINE_string("output_json", None, "Also write the rows as JSON here.", **fv)
     flags.DEFINE_string("plot", None, "Also save a picture (PNG) of the first episode of the "
                         "first setting with the model's predictions (sinusoid: a few adapted "
