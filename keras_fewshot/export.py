@@ -43,12 +43,12 @@ import tempfile
 import keras
 import tensorflow as tf
 
-IMAGE_SHAPE = "[M, H, W, C]"
-SERVING_INPUTS = {"support_images": (tf.uint8, 4, "[S, H, W, C]"),
-                  "support_labels": (tf.int32, 1, "[S]"),
-                  "query_images": (tf.uint8, 4, "[Q, H, W, C]")}
-SEQUENCE_SERVING_INPUTS = {"images": (tf.uint8, 4, "[T, H, W, C]"),
-                           "labels": (tf.int32, 1, "[T]")}
+# {input name: (dtype, shape (None: any size), the shape as the messages name it)}
+SERVING_INPUTS = {"support_images": (tf.uint8, [None] * 4, "[S, H, W, C]"),
+                  "support_labels": (tf.int32, [None], "[S]"),
+                  "query_images": (tf.uint8, [None] * 4, "[Q, H, W, C]")}
+SEQUENCE_SERVING_INPUTS = {"images": (tf.uint8, [None] * 4, "[T, H, W, C]"),
+                           "labels": (tf.int32, [None], "[T]")}
 SUPPORT_INPUTS = ("support_images", "support_labels")
 
 
@@ -59,35 +59,55 @@ def _answers(logits):
 
 
 def _checked(request, inputs):
-    """The request's tensors at their rank, each checked at run time ({name: (dtype, rank,
-    shape doc)}); images must also have a non-zero height and width."""
+    """The request's tensors at their rank and fixed sizes, each checked at run time
+    ({name: (dtype, shape, shape doc)}); images must also have a non-zero height and
+    width."""
     checked = {}
     for name, tensor in request.items():
-        _, rank, shape = inputs[name]
+        dtype, shape, doc = inputs[name]
+        rank = len(shape)
         actual = tf.shape(tensor)
         checks = [tf.debugging.Assert(tf.equal(tf.size(actual), rank), [
-            f"{name} must have rank {rank} {shape}; got shape", actual], summarize=8)]
-        if rank == 4:
+            f"{name} must have rank {rank} {doc}; got shape", actual], summarize=8)]
+        fixed = [(i, size) for i, size in enumerate(shape) if size is not None]
+        if fixed:
+            with tf.control_dependencies(checks):
+                checks.append(tf.debugging.Assert(
+                    tf.reduce_all([tf.equal(actual[i], size) for i, size in fixed]),
+                    [f"{name} must have shape {doc}; got shape", actual], summarize=8))
+        if dtype == tf.uint8:
             with tf.control_dependencies(checks):
                 checks.append(tf.debugging.Assert(
                     tf.reduce_min(actual[1:3]) > 0,
                     [f"{name} has images of height or width 0; got shape", actual],
                     summarize=8))
         with tf.control_dependencies(checks):
-            checked[name] = tf.ensure_shape(tensor, [None] * rank)
+            checked[name] = tf.ensure_shape(tensor, shape)
     return checked
 
 
 def _specs(inputs, ranked):
-    """TensorSpecs of {name: (dtype, rank, _)}: of any rank (SavedModel: checked inside) or
-    of the given rank with any sizes (TFLite, whose tensors have a fixed rank)."""
-    return {name: tf.TensorSpec([None] * rank if ranked else None, dtype, name=name)
-            for name, (dtype, rank, _) in inputs.items()}
+    """TensorSpecs of {name: (dtype, shape, _)}: of any rank (SavedModel: checked inside) or
+    of the given shape (TFLite, whose tensors have a fixed rank and channels)."""
+    return {name: tf.TensorSpec(shape if ranked else None, dtype, name=name)
+            for name, (dtype, shape, _) in inputs.items()}
 
 
 def _code_inputs(model):
-    return {name: (tf.float32, rank, "[" + ", ".join("?" * rank) + "]")
-            for name, rank in model.code_ranks.items()}
+    """The support code's inputs: each tensor's shape, None where it depends on the support
+    set (the sizes that the codes of two different dummy support sets share are the
+    model's own, e.g. the embedding size)."""
+    from keras_fewshot.models.episodic import dummy_episode
+    codes = []
+    for ways, shots in ((2, 1), (3, 2)):
+        episode = dummy_episode(ways, shots, image_size=getattr(model, "image_size", 28))
+        codes.append(model.encode_support({k: episode[k] for k in SUPPORT_INPUTS}))
+    inputs = {}
+    for name in model.code_ranks:
+        shape = [a if a == b else None for a, b in zip(codes[0][name].shape,
+                                                       codes[1][name].shape)]
+        inputs[name] = (tf.float32, shape, "[" + ", ".join(str(n or "?") for n in shape) + "]")
+    return inputs
 
 
 def serving_functions(model, ranked=False):

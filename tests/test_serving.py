@@ -172,6 +172,10 @@ def test_cached_support_gives_the_one_shot_probabilities(metric_model, episode, 
     answer = _numpy(served["classify_encoded"](query_images=episode["query_images"], **code))
     assert np.abs(answer["probabilities"] - request["probabilities"]).max() <= bound
     assert np.abs(request["probabilities"] - one_shot).max() <= bound
+    key = sorted(code)[0]  # a code tensor whose last size is the model's, cut short
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"{key} must have shape"):
+        served["classify_encoded"](query_images=episode["query_images"],
+                                   **{**code, key: code[key][..., :-1]})
 
 
 def test_cached_support_batched_and_several_queries(metric_model, rng, make_episode):
@@ -231,3 +235,19 @@ def test_tflite_matches_the_saved_model(metric_model, episode, exported, tmp_pat
     np.testing.assert_allclose(answer["probabilities"], _numpy(served(**small))["probabilities"],
                                rtol=0, atol=probability_bound(
                                    logits_bound(model, name, small, head_round_off=True)))
+
+
+def test_export_tool_writes_tflite_with_the_cached_support_signatures(run_python, tmp_path):
+    output = tmp_path / "protonet.tflite"
+    proc = run_python("tools/export.py", "--model=protonet_omniglot", "--format=tflite",
+                      f"--output={output}")
+    assert "TFLite model written to" in proc.stdout and "classify_encoded" in proc.stdout
+    interpreter = tf.lite.Interpreter(model_path=str(output))
+    signatures = interpreter.get_signature_list()
+    assert signatures["serving_default"]["inputs"] == ["query_images", "support_images",
+                                                       "support_labels"]
+    assert signatures["encode_support"]["outputs"] == ["prototypes"]
+    assert sorted(signatures["classify_encoded"]["inputs"]) == ["prototypes", "query_images"]
+    again = run_python("tools/export.py", "--model=protonet_omniglot", "--format=tflite",
+                       f"--output={output}", check=False)
+    assert again.returncode != 0 and "FileExistsError" in again.stderr
