@@ -310,24 +310,20 @@ class Checkpoints:
         recorded hash (written before checkpoints had one) but is a readable HDF5 file;
         DamagedCheckpointError naming the file and the problem otherwise."""
         path = pathlib.Path(path)
-        recorded = _recorded_sha256(path)
-        if recorded is not None:
-            try:
-                actual = _sha256(path)
-            except OSError as error:  # e.g. moved aside meanwhile by the chief
-                raise DamagedCheckpointError(f"{path} cannot be read: {error}") from error
-            if actual != recorded:
-                raise DamagedCheckpointError(
-                    f"{path} is damaged: its sha256 is {actual}, but "
-                    f"{_hash_path(path).name} records {recorded}")
-            return True
         try:
             with h5py.File(path, "r"):
                 pass
-        except OSError as error:
+        except OSError as error:  # truncated, not HDF5, or moved aside meanwhile
             raise DamagedCheckpointError(f"{path} is not a readable weights file (truncated "
                                          f"or corrupted?): {error}") from error
-        return False
+        recorded = _recorded_sha256(path)
+        if recorded is None:
+            return False
+        actual = _sha256(path)
+        if actual != recorded:
+            raise DamagedCheckpointError(f"{path} is damaged: its sha256 is {actual}, but "
+                                         f"{_hash_path(path).name} records {recorded}")
+        return True
 
     def restore_point(self, quarantine=False):
         """The newest checkpoint that passes `verify`, or None when there is no checkpoint.
@@ -335,22 +331,22 @@ class Checkpoints:
         Each newer damaged one is named in a logged warning and, with `quarantine` (the
         process that writes the directory), moved aside to damaged-ckpt-<step>.weights.h5 so
         the run's next checkpoints replace it; a checkpoint without a recorded hash is taken
-        with a notice. Raises DamagedCheckpointError when every checkpoint is damaged."""
+        with a notice. When every checkpoint is damaged, raises DamagedCheckpointError
+        naming each and what is wrong with it, and moves nothing."""
         damaged = []
         for step in reversed(self.steps()):
             path = self.path(step)
             try:
                 hashed = self.verify(path)
             except DamagedCheckpointError as error:
-                damaged.append(path)
-                moved = ""
-                if quarantine:
-                    moved = f"; moved to {self._quarantine(path).name}"
-                logger.warning("Skipping a damaged checkpoint: %s%s", error, moved)
+                damaged.append((path, error))
                 continue
+            for bad, error in damaged:
+                moved = f"; moved to {self._quarantine(bad).name}" if quarantine else ""
+                logger.warning("Skipping a damaged checkpoint: %s%s", error, moved)
             if damaged:
                 logger.warning("Resuming from %s, the newest intact checkpoint, instead of the "
-                               "damaged %s", path, ", ".join(p.name for p in damaged))
+                               "damaged %s", path, ", ".join(p.name for p, _ in damaged))
             if not hashed:
                 logger.warning("%s carries no sha256 (written before checkpoints had one): "
                                "resuming from it without an integrity check", path)
@@ -358,8 +354,9 @@ class Checkpoints:
         if damaged:
             raise DamagedCheckpointError(
                 f"Every checkpoint in {self.directory} is damaged "
-                f"({', '.join(p.name for p in damaged)}); nothing to resume from. Move the "
-                "directory aside to train from the start.")
+                f"({', '.join(p.name for p, _ in damaged)}); nothing to resume from: "
+                + "; ".join(str(error) for _, error in damaged)
+                + ". Move the directory aside to train from the start.")
         return None
 
     def _quarantine(self, path):

@@ -249,11 +249,15 @@ def test_a_run_whose_every_checkpoint_is_damaged_is_refused(tiny_run, omniglot_d
     copy = unfinished_copy(tiny_run, tmp_path / "run")
     flip_data_bytes(copy / "checkpoints" / "ckpt-4.weights.h5")
     (copy / "checkpoints" / "ckpt-2.weights.h5.sha256").write_text("not a hash\n")
+    before = sorted(p.name for p in (copy / "checkpoints").iterdir())
     with pytest.raises(training.DamagedCheckpointError,
                        match=r"Every checkpoint in .* is damaged \(ckpt-4\.weights\.h5, "
-                             r"ckpt-2\.weights\.h5\); nothing to resume from"):
+                             r"ckpt-2\.weights\.h5\); nothing to resume from: .*ckpt-4\."
+                             r"weights\.h5 is damaged: its sha256 is .*ckpt-2\.weights\.h5"
+                             r"\.sha256 is not a sha256 record of ckpt-2\.weights\.h5"):
         training.train(TINY, copy, data_source=omniglot_dir, verbose=0)
     assert not (copy / training.WEIGHTS_FILE).exists()
+    assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == before  # none moved
 
 
 def test_truncated_checkpoint_without_a_hash_is_refused(tiny_run, tmp_path):
