@@ -231,17 +231,43 @@ def serving_peer_ratios(model, saved_model_dir, data, ways=5, shots=1, rounds=5,
             "calls": rounds * calls}
 
 
+def tflite_ms(tflite_path, data, ways=5, shots=1, repeats=50):
+    """The one-query request and the cached-support query in the TFLite interpreter (TF's
+    `tf.lite.Interpreter`, default threads), and the file's size."""
+    interpreter = tf.lite.Interpreter(model_path=str(tflite_path))
+    serve = interpreter.get_signature_runner("serving_default")
+    encode = interpreter.get_signature_runner("encode_support")
+    classify = interpreter.get_signature_runner("classify_encoded")
+    inputs = _one_query_request(data, ways, shots)
+    code = encode(support_images=inputs["support_images"],
+                  support_labels=inputs["support_labels"])
+    episode = f"{ways}w{shots}s, 1 query"
+    size = os.path.getsize(tflite_path)
+    return [{"measure": "tflite_ms_per_request", "episode": episode, "bytes": size,
+             **_timed(lambda: serve(**inputs), repeats)},
+            {"measure": "tflite_cached_support_ms_per_query", "episode": episode,
+             **_timed(lambda: classify(query_images=inputs["query_images"], **code),
+                      repeats)}]
+
+
 def serving_rows(model, saved_model_dir, data, repeats=50):
     """Every serving measure of an exported episodic classifier: the 5-way 1-shot request
     with 5 queries (one per class) and with one query, the cached-support query (metric
-    models) and, where torch is importable, the PyTorch ProtoNet peer."""
+    models), where torch is importable the PyTorch ProtoNet peer, and (metric models) the
+    TFLite file's size and its request and cached query in the interpreter (written next
+    to the SavedModel)."""
     rows = [serving_ms(saved_model_dir, data, 5, 1, 1, repeats),
             one_query_serving_ms(saved_model_dir, data, 5, 1, repeats)]
     if hasattr(model, "encode_support"):
         rows.append(cached_query_ms(saved_model_dir, data, 5, 1, repeats))
     peers = serving_peer_ratios(model, saved_model_dir, data, 5, 1,
                                 calls=max(1, repeats // 5))
-    return rows + ([peers] if peers else [])
+    rows += [peers] if peers else []
+    if hasattr(model, "encode_support"):
+        tflite = os.path.join(os.path.dirname(str(saved_model_dir)), "model.tflite")
+        rows += tflite_ms(export.export_tflite(model, tflite, overwrite=True), data, 5, 1,
+                          repeats)
+    return rows
 
 
 def _elements_per_s(dataset, count, warmup=10):
