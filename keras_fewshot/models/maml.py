@@ -42,10 +42,14 @@ class MAMLClassifier(MetaTrainStep, EpisodicClassifier):
         self.image_size = int(image_size)
         self.filters = int(filters)
         self.preprocess = ImagePreprocessing(self.image_size, name="preprocess")
+        # differentiated twice (second-order MAML, Meta-SGD, the LSTM meta-learner's second
+        # order): batch norm op by op, whose second derivative is exact (layers/conv4.py)
+        second_order = algorithm != "reptile" and not first_order
         learner = keras.Sequential([
             keras.Input((self.image_size, self.image_size, 1)),
             # batch statistics per task (see keras_fewshot.meta.maml), never across replicas
-            Conv4Embedding(self.filters, synchronized=False, name="embedding"),
+            Conv4Embedding(self.filters, synchronized=False, name="embedding",
+                           fused_training_batch_norm=not second_order),
             keras.layers.Dense(self.ways, name="head")], name="learner")
         self.meta = meta_layer(learner, algorithm, "cross_entropy",
                                inner_learning_rate=inner_learning_rate,
