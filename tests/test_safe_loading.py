@@ -102,11 +102,23 @@ def test_resume_from_a_truncated_checkpoint_is_refused_and_changes_nothing(omnig
     assert snapshot(directory) == before  # not even config.json's episode budget
 
 
+# The one module that reads pickles: through an unpickler that refuses every global but
+# numpy's array reconstructors (tests/test_datasets_natural.py runs a malicious pickle on it).
+RESTRICTED_UNPICKLER = pathlib.Path("data") / "safe_pickle.py"
+
+
 def test_no_pickle_or_unsafe_deserialisation_in_the_package():
     offenders = []
     for path in PACKAGE_DIR.rglob("*.py"):
+        if path.relative_to(PACKAGE_DIR) == RESTRICTED_UNPICKLER:
+            continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
-            if re.search(r"\bpickle\b|allow_pickle\s*=\s*True|safe_mode\s*=\s*False|"
-                         r"enable_unsafe_deserialization|\beval\(|\bexec\(|marshal", line):
+            # pickle used, not named in prose; eval( and exec( as builtins, not methods (a
+            # PyTorch module's .eval())
+            if re.search(r"\bimport (c?pickle|dill|cloudpickle)\b|\bfrom (c?pickle|dill)\b|"
+                         r"\bpickle\.\w|allow_pickle\s*=\s*True|safe_mode\s*=\s*False|"
+                         r"enable_unsafe_deserialization|(?<![.\w])eval\(|(?<![.\w])exec\(|"
+                         r"marshal", line):
                 offenders.append(f"{path.relative_to(PACKAGE_DIR)}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
