@@ -685,7 +685,7 @@ def _fit(config: TrainConfig, model, data, checkpoints, model_dir, verbose):
         if strategy.num_replicas_in_sync > 1:
             _prepare_replicated_fit(model, dataset)
         with strategy.scope():
-            model.fit(dataset.with_options(options), epochs=epochs,
+            model.fit(dataset.with_options(options), epochs=epochs, shuffle=False,
                       initial_epoch=done // config.episodes_per_epoch,
                       steps_per_epoch=steps_per_epoch, verbose=verbose,
                       callbacks=[_StopOnNonFiniteLoss(checkpoints, config.episodes_per_step),
