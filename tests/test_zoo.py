@@ -16,7 +16,8 @@ from absl import flags
 import keras_fewshot
 from keras_fewshot import evaluation, training, zoo
 from keras_fewshot.cli import train as train_command
-from keras_fewshot.models import MAMLClassifier, PrototypicalNetwork
+from keras_fewshot.models import (EpisodicClassifier, MAMLClassifier, MAMLRegressor,
+                                  PrototypicalNetwork, SequenceClassifier)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 ZOO = REPO_ROOT / "zoo"
@@ -189,6 +190,16 @@ def test_from_preset_refuses_a_model_of_another_class(tiny_zoo):
     with pytest.raises(ValueError, match=f"'{NAME}' is a PrototypicalNetwork, not a "
                                          "MAMLClassifier"):
         zoo.from_preset(MAMLClassifier, NAME)
+
+
+def test_from_preset_on_the_model_classes(tiny_zoo):
+    _, model, episode = tiny_zoo
+    loaded = PrototypicalNetwork.from_preset(NAME)
+    np.testing.assert_array_equal(loaded(episode).numpy(), model(episode).numpy())
+    assert isinstance(EpisodicClassifier.from_preset(NAME), PrototypicalNetwork)
+    for other in (MAMLClassifier, SequenceClassifier, MAMLRegressor):
+        with pytest.raises(ValueError, match=f"is a PrototypicalNetwork, not a {other.__name__}"):
+            other.from_preset(NAME)
 
 
 def test_corrupted_weights_are_refused_and_left_alone(tiny_zoo):

@@ -19,6 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_fewshot.models.preset import FromPreset
+
 EPISODE_KEYS = ("support_images", "support_labels", "query_images")
 
 
@@ -197,7 +199,7 @@ def merge_leading(x):
     return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], axis=0))
 
 
-class EpisodicClassifier(keras.Model):
+class EpisodicClassifier(FromPreset, keras.Model):
     """Base of every classifier in the zoo: validates, batches, calls `classify`.
 
     Subclasses implement `classify(support_images [B,S,H,W,C], support_labels [B,S],

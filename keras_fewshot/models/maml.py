@@ -14,6 +14,7 @@ import tensorflow as tf
 from keras_fewshot.layers import Conv4Embedding, ImagePreprocessing
 from keras_fewshot.meta import ALGORITHMS, MetaTrainStep
 from keras_fewshot.models.episodic import EpisodicClassifier, merge_leading, validate_episode
+from keras_fewshot.models.preset import FromPreset
 
 
 def meta_layer(learner, algorithm, loss, **options):
@@ -85,7 +86,7 @@ REGRESSION_KEYS = ("support_x", "support_y", "query_x")
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
-class MAMLRegressor(MetaTrainStep, keras.Model):
+class MAMLRegressor(MetaTrainStep, FromPreset, keras.Model):
     """Finn et al. (2017, sec. 5.1) regression model: an MLP (ReLU, 40-40 by default) adapted
     to each task's support points inside the call.
 

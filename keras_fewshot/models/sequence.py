@@ -22,6 +22,7 @@ import tensorflow as tf
 from keras_fewshot.layers import ImagePreprocessing
 from keras_fewshot.models.episodic import (_check, _tensor, as_arrays, check_label_range,
                                            merge_leading)
+from keras_fewshot.models.preset import FromPreset
 
 SEQUENCE_KEYS = ("images", "labels")
 
@@ -87,7 +88,7 @@ def shifted_labels(labels, classes):
     return tf.concat([first, tf.one_hot(labels[:, :-1], classes)], axis=1)
 
 
-class SequenceClassifier(keras.Model):
+class SequenceClassifier(FromPreset, keras.Model):
     """Base of the sequence models: validates, preprocesses, shifts labels, calls `steps`.
 
     The input of step t is [pixels of images[t] flattened; one-hot labels[t - 1]].
