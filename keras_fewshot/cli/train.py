@@ -69,8 +69,8 @@ def define_flags(flag_values):
     flags.DEFINE_integer("episodes", d.episodes, "Total training episodes.", **fv)
     flags.DEFINE_integer("episodes_per_epoch", d.episodes_per_epoch,
                          "Episodes between checkpoints and log lines.", **fv)
-    flags.DEFINE_enum("optimizer", d.optimizer, ["adam", "sgd"], "Outer optimizer (sgd with "
-                      "learning rate epsilon is Reptile's update).", **fv)
+    flags.DEFINE_enum("optimizer", d.optimizer, sorted(training.OPTIMIZERS), "Outer optimizer "
+                      "(sgd with learning rate epsilon is Reptile's update).", **fv)
     flags.DEFINE_float("learning_rate", d.learning_rate, "Initial learning rate.", **fv)
     flags.DEFINE_integer("lr_decay_every", d.lr_decay_every, "Multiply the learning rate by "
                          "--lr_decay_rate every this many episodes.", **fv)
