@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from keras_fewshot import export, training
 from keras_fewshot.data import episode_dataset, sequence_dataset
+from keras_fewshot.models import build_model
 
 
 def _machine_cpu_ticks():
@@ -99,7 +100,7 @@ def meta_step_ms(config, data, repeats=5):
     `config` describes: seconds of the first step (tracing included), then ms per step, and
     the process's peak memory afterwards (measure one configuration per process)."""
     keras.utils.set_random_seed(config.seed)
-    model = training.build_model(config.model, config.model_config)
+    model = build_model(config.model, config.model_config)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=model.training_loss())
     inputs, labels = next(iter(training.training_dataset(config, model, data)))
     start = time.perf_counter()

@@ -48,6 +48,7 @@ import tensorflow as tf
 from keras_fewshot import training
 from keras_fewshot.data import sequence_dataset, sinusoid_tasks
 from keras_fewshot.models import build_model
+from keras_fewshot.training import distribution, loop
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 TWO_EPISODES_PER_STEP = training.TrainConfig(
@@ -125,8 +126,8 @@ def probe_runs(omniglot_dir, tmp_path_factory):
     (pairs, tasks, sequences) in reverse order: its round-off spread."""
     root = tmp_path_factory.mktemp("probe")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training, "training_dataset",
-                      _each_step_reversed(training.training_dataset))
+        patch.setattr(loop, "training_dataset",
+                      _each_step_reversed(loop.training_dataset))
         for name, config in CONFIGS.items():
             training.train(config, root / name, data_source=omniglot_dir, verbose=0)
     return {name: root / name for name in CONFIGS}
@@ -274,9 +275,9 @@ def test_a_step_that_does_not_split_over_the_replicas_is_refused():
     model = build_model("protonet", {"filters": 8})
     with pytest.raises(ValueError, match="episodes_per_step=3 does not split evenly over 2 "
                        "replicas"):
-        training._check_divisible(dataclasses.replace(TWO_EPISODES_PER_STEP,
+        distribution.check_divisible(dataclasses.replace(TWO_EPISODES_PER_STEP,
                                                       episodes_per_step=3), model, 2)
-    training._check_divisible(TWO_EPISODES_PER_STEP, model, 2)
+    distribution.check_divisible(TWO_EPISODES_PER_STEP, model, 2)
     pairs = build_model("siamese", {"filters": 8})
     with pytest.raises(ValueError, match="pairs=9 does not split evenly over 2 replicas"):
-        training._check_divisible(dataclasses.replace(PAIRS, pairs=9), pairs, 2)
+        distribution.check_divisible(dataclasses.replace(PAIRS, pairs=9), pairs, 2)

@@ -130,7 +130,7 @@ def test_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_checkpo
 # --- Damaged checkpoints ------------------------------------------------------------------------
 
 TINY = dataclasses.replace(RUN, episodes=4, episodes_per_epoch=2, lr_decay_every=2)
-TRAINING_LOG = "keras_fewshot.training"
+TRAINING_LOG = "keras_fewshot.training.checkpoints"
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 from keras_fewshot import training
 from keras_fewshot.models import build_model
 from keras_fewshot.models.episodic import dummy_episode
+from keras_fewshot.training import checkpoints
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent.parent / "keras_fewshot"
 CONFIG = training.TrainConfig(model="protonet", model_config={"filters": 8}, subset="val",
@@ -34,9 +35,9 @@ def model_dir_holding(tmp_path, name, model_config, config=CONFIG, tagged=True):
     model(dummy_episode())
     directory = tmp_path / "run"
     directory.mkdir()
-    training._write_config(directory, config)
+    training.write_config(directory, config)
     if tagged:
-        training._atomic_save_weights(model, directory / training.WEIGHTS_FILE)
+        checkpoints.atomic_save_weights(model, directory / training.WEIGHTS_FILE)
     else:
         model.save_weights(directory / training.WEIGHTS_FILE)
     return directory, model

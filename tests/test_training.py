@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from keras_fewshot import training
+from keras_fewshot.training import loop
 from keras_fewshot.models import PrototypicalNetwork, build_model
 
 TINY = training.TrainConfig(model="protonet", model_config={"filters": 8}, split="vinyals",
@@ -220,6 +221,25 @@ def test_config_json_round_trip():
     assert dataclasses.replace(TINY, model_config={"image_size": 32}).image_size == 32
 
 
+LOADING = """
+import sys
+import keras_fewshot
+keras_fewshot.load("protonet_omniglot")
+print(" ".join(sorted(m for m in sys.modules if m.startswith("keras_fewshot.training"))))
+"""
+
+
+def test_loading_a_model_does_not_import_the_fit_loop(run_python):
+    """keras_fewshot.load needs the config and the run directory, not the loop (nor its
+    callbacks); `training.train` imports the loop on first use."""
+    loaded = run_python("-c", LOADING).stdout.split()
+    assert "keras_fewshot.training.run_dir" in loaded, loaded
+    assert "keras_fewshot.training.loop" not in loaded, loaded
+    assert "keras_fewshot.training.callbacks" not in loaded, loaded
+    from keras_fewshot.training import loop
+    assert training.train is loop.train
+
+
 def test_failed_start_does_not_block_the_corrected_retry(omniglot_dir, tmp_path):
     with pytest.raises(ValueError, match="Unknown model 'protonte'"):
         training.train(dataclasses.replace(TINY, model="protonte"), tmp_path / "run",
@@ -402,7 +422,7 @@ def test_copy_embedding_copies_the_embedding_and_nothing_else(tiny_run):
     relation_before = [w.copy() for w in target.relation.get_weights()]
     assert not all(np.array_equal(a, b) for a, b in
                    zip(source.embedding.get_weights(), target.embedding.get_weights()))
-    training._copy_embedding(source, target, str(model_dir))
+    loop._copy_embedding(source, target, str(model_dir))
     assert len(target.embedding.weights) == 24  # 4 blocks x (conv kernel, bias, BN x 4)
     for a, b in zip(target.embedding.weights, source.embedding.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
@@ -424,7 +444,7 @@ def test_copy_embedding_refuses_other_filters_naming_the_shapes(tiny_run):
     target = build_model("relation", {"filters": 16})
     before = [w.copy() for w in target.get_weights()]
     with pytest.raises(ValueError, match=r"weight shapes .*\(3, 3, 1, 8\).* vs .*\(3, 3, 1, 16\)"):
-        training._copy_embedding(source, target, str(model_dir))
+        loop._copy_embedding(source, target, str(model_dir))
     for a, b in zip(target.get_weights(), before):
         np.testing.assert_array_equal(a, b)
 
@@ -437,14 +457,14 @@ def test_embedding_from_starts_a_relation_run_with_the_protonet_embedding(tiny_r
     source = training.model_from_dir(source_dir)
     config = _relation_config(source_dir)
     start = {}  # the weights the run starts training from, read as fit begins
-    fit = training._fit
+    fit = loop._fit
 
     def recording_fit(config, model, *args, **kwargs):
         start["embedding"] = [w.numpy().copy() for w in model.embedding.trainable_weights]
         start["relation"] = [w.numpy().copy() for w in model.relation.trainable_weights]
         return fit(config, model, *args, **kwargs)
 
-    monkeypatch.setattr(training, "_fit", recording_fit)
+    monkeypatch.setattr(loop, "_fit", recording_fit)
     model = train(config, tmp_path / "run", omniglot_dir)
     assert training.read_config(tmp_path / "run") == config
     assert json.loads((tmp_path / "run" / "config.json").read_text())["embedding_from"] == \
