@@ -1,7 +1,9 @@
-"""Flags shared by the commands: JSON-object flags, and the --model / --model_dir pair of the
-commands that read a trained model. Bad values are refused when the flags are parsed,
-naming the flag, before any model or data is loaded."""
+"""Flags shared by the commands: JSON-object flags, flags made from a dataclass's fields (the
+train command's from TrainConfig), and the --model / --model_dir pair of the commands that
+read a trained model. Bad values are refused when the flags are parsed, naming the flag,
+before any model or data is loaded."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -40,6 +42,43 @@ def define_json_object(name, default, help_text, flag_values, module_name):
     to a dict (None when unset)."""
     flags.DEFINE(_JsonObjectParser(), name, default, help_text, flag_values=flag_values,
                  serializer=_JsonSerializer(), module_name=module_name)
+
+
+def define_dataclass_flags(config_class, flag_values, module_name):
+    """One flag of `module_name` per field of the dataclass `config_class`, named as the
+    field, of its type (bool, int, float, str; dict: a JSON object), with its default and
+    the help text of its metadata; metadata "choices" makes an enum flag, "flag_default"
+    the flag's default where it is not the field's (None: decided from other flags)."""
+    for field in dataclasses.fields(config_class):
+        meta = field.metadata
+        if "flag_default" in meta:
+            default = meta["flag_default"]
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = field.default
+        kwargs = {"flag_values": flag_values, "module_name": module_name}
+        if "choices" in meta:
+            flags.DEFINE_enum(field.name, None if default is None else str(default),
+                              [str(c) for c in meta["choices"]], meta["help"], **kwargs)
+        elif field.type is dict:
+            define_json_object(field.name, json.dumps(default), meta["help"], flag_values,
+                               module_name)
+        else:
+            define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
+                      float: flags.DEFINE_float, str: flags.DEFINE_string}[field.type]
+            define(field.name, default, meta["help"], **kwargs)
+
+
+def dataclass_values(config_class, flag_values) -> dict:
+    """{field: value} of the flags `define_dataclass_flags` made, each converted to its
+    field's type; a flag left at None (decided from other flags) is left out."""
+    values = {}
+    for field in dataclasses.fields(config_class):
+        value = flag_values[field.name].value
+        if value is not None:
+            values[field.name] = field.type(value)
+    return values
 
 
 def require_directory_or_new(name, flag_values):
