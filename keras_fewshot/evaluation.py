@@ -5,6 +5,9 @@ Protocols:
              settings 5w1s, 5w5s, 20w1s, 20w5s, 15 queries per class.
   "lake":    20-way 1-shot within one alphabet of the 20 evaluation alphabets
              (Lake et al. 2015), 15 queries per class.
+  "mini_imagenet", "cifar_fs", "fc100", "cub": the natural-image benchmarks' own
+             protocols (`data.benchmarks.PROTOCOLS`): 5-way 1- and 5-shot on the test
+             classes of their split, 15 queries per class, 600 or 1000 episodes.
   "sinusoid": regression tasks of the test stream (Finn et al. 2017, sec. 5.1), K = 5
              support points, 100 query points; mean-squared error after 1, 5 and 10 inner
              steps (models that adapt, such as MAMLRegressor).
@@ -24,7 +27,9 @@ import tensorflow as tf
 
 from keras_fewshot.data import (episode_dataset, load_dataset, load_split, sequence_dataset,
                                 sinusoid_tasks)
-from keras_fewshot.data.datasets import OMNIGLOT, evaluation_subset, parse_dataset
+from keras_fewshot.data import benchmarks
+from keras_fewshot.data.datasets import (NATURAL, OMNIGLOT, benchmark_split,
+                                         evaluation_subset, parse_dataset)
 from keras_fewshot.data.labelled import LabelledImages
 from keras_fewshot.data.sinusoid import X_RANGE, sinusoid, sinusoid_parameters, sinusoid_task
 
@@ -34,7 +39,17 @@ PROTOCOLS = {
     "lake": {"split": "lake", "subset": "evaluation", "within_group": True,
              "settings": ((20, 1),)},
     "sinusoid": {"settings": ((5,),), "queries": 100, "inner_steps": (1, 5, 10)},
+    **{name: {"split": spec["split"], "subset": "test", "within_group": False,
+              "settings": spec["settings"], "queries": spec["queries"],
+              "episodes": spec["episodes"]}
+       for name, spec in benchmarks.PROTOCOLS.items()},
 }
+DEFAULT_EPISODES = 1000  # test episodes per setting where the protocol names no number
+
+
+def protocol_episodes(protocol):
+    """How many test episodes per setting `protocol` runs (None: `DEFAULT_EPISODES`)."""
+    return PROTOCOLS.get(protocol, {}).get("episodes", DEFAULT_EPISODES)
 PAPER_INSTANCES = (1, 2, 3, 4, 5, 10)  # the presentations Santoro et al.'s table reports
 
 
@@ -122,8 +137,14 @@ def evaluation_data(dataset=OMNIGLOT, protocol="vinyals", split=None, subset=Non
     """(data, name, within_group, protocol) to test a model on: an Omniglot protocol's
     classes (and the protocol, whose settings are the default); or the `subset` of another
     dataset's class `split` (default: every class; subset default: its "test" classes, or
-    all), protocol None."""
-    if parse_dataset(dataset)[0] == OMNIGLOT:
+    all), protocol None. A natural-image benchmark is measured by its own protocol (its
+    split, "test" classes unless `subset` says otherwise)."""
+    kind = parse_dataset(dataset)[0]
+    if kind in NATURAL:
+        split, subset = benchmark_split(kind, split), subset or PROTOCOLS[kind]["subset"]
+        data = load_dataset(dataset, split, subset, source, image_size, channels)
+        return data, f"{dataset} {split}/{subset}", False, kind
+    if kind == OMNIGLOT:
         if protocol not in PROTOCOLS or protocol == "sinusoid":
             raise ValueError(f"Unknown Omniglot protocol {protocol!r}; expected 'vinyals' or "
                              "'lake'")

@@ -506,3 +506,23 @@ def test_tfds_sources_are_read_only_when_prepared(tmp_path):
                                                     rf"{tmp_path}.*never download"):
             load_dataset(spec, None, "test", source=str(tmp_path))
     assert not any(tmp_path.iterdir())
+
+
+def test_evaluation_measures_a_benchmark_by_its_own_protocol(ravi_dir):
+    from keras_fewshot import evaluation
+    from keras_fewshot.models import PrototypicalNetwork
+    for name, spec in benchmarks.PROTOCOLS.items():
+        assert evaluation.PROTOCOLS[name]["settings"] == spec["settings"] == ((5, 1), (5, 5))
+        assert evaluation.protocol_episodes(name) == spec["episodes"]
+    assert evaluation.protocol_episodes("vinyals") == evaluation.DEFAULT_EPISODES
+    data, name, within_group, protocol = evaluation.evaluation_data(
+        f"mini_imagenet:{ravi_dir}", image_size=16)  # no split: the benchmark's own
+    assert (protocol, within_group) == ("mini_imagenet", False)
+    assert name.endswith("ravi/test") and data.num_classes == 2
+    assert set(data.class_names) <= set(l for _, l in packaged_rows("test"))
+    with pytest.raises(ValueError, match="own class split"):
+        evaluation.evaluation_data(f"mini_imagenet:{ravi_dir}", split="all", image_size=16)
+    model = PrototypicalNetwork(image_size=16, filters=4)
+    rows = evaluation.evaluate_data(model, data, name, [(2, 1)], episodes=2, queries=1,
+                                    verbose=0, protocol=protocol)
+    assert [(r["ways"], r["shots"], r["episodes"]) for r in rows] == [(2, 1, 2)]

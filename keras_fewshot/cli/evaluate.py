@@ -29,8 +29,10 @@ def define_flags(flag_values):
     _flags.define_model_flags(flag_values)
     flags.DEFINE_string("data_dir", None, "Omniglot archives or folders (default "
                         "$KERAS_FEWSHOT_OMNIGLOT_DIR, else TFDS), or a TFDS data_dir.", **fv)
-    flags.DEFINE_string("dataset", None, "'omniglot', 'folder:PATH' (one sub-folder per class) "
-                        "or 'tfds:NAME'; default: the model's own.", **fv)
+    flags.DEFINE_string("dataset", None, "'omniglot', 'folder:PATH' (one sub-folder per class), "
+                        "'tfds:NAME', or a natural-image benchmark's local copy "
+                        "('mini_imagenet:DIR', 'cifar_fs:DIR', 'fc100:DIR', 'cub:DIR', measured "
+                        "by its own protocol); default: the model's own.", **fv)
     flags.DEFINE_string("split", None, "Class split of a folder or TFDS dataset: all, "
                         "random:train=0.8,test=0.2[,seed=N] or lists:DIR; default: the model's "
                         "own on its dataset, else all.", **fv)
@@ -41,7 +43,9 @@ def define_flags(flag_values):
     flags.DEFINE_enum("protocol", None, sorted(evaluation.PROTOCOLS), "Omniglot or sinusoid "
                       "evaluation protocol; default: the model's own (its zoo entry's, else its "
                       "training split's).", **fv)
-    flags.DEFINE_integer("episodes", 1000, "Test episodes (sinusoid: tasks) per setting.", **fv)
+    flags.DEFINE_integer("episodes", None, "Test episodes (sinusoid: tasks) per setting; "
+                         "default: the protocol's (600 for mini-ImageNet and CUB), else "
+                         f"{evaluation.DEFAULT_EPISODES}.", **fv)
     flags.DEFINE_integer("queries", None, "Queries per class (default 15; sinusoid: query "
                          "points per task, default 100).", **fv)
     flags.DEFINE_integer("seed", 0, "Seed of the test episodes.", **fv)
@@ -68,7 +72,8 @@ def main(argv):
     protocol = FLAGS.protocol or _flags.default_protocol()
     verbose = 1 if sys.stdout.isatty() else 2
     if protocol == "sinusoid":
-        rows = evaluation.evaluate(model, protocol, episodes=FLAGS.episodes,
+        rows = evaluation.evaluate(model, protocol,
+                                   episodes=FLAGS.episodes or evaluation.DEFAULT_EPISODES,
                                    queries=FLAGS.queries, seed=FLAGS.seed, settings=settings,
                                    verbose=verbose)
         figure = FLAGS.plot and plots.sinusoid_figure(
@@ -81,7 +86,8 @@ def main(argv):
                                                else None),
             FLAGS.subset, FLAGS.data_dir, model.image_size, FLAGS.channels and int(FLAGS.channels))
         queries = FLAGS.queries or 15
-        rows = evaluation.evaluate_data(model, data, name, settings, FLAGS.episodes, queries,
+        episodes = FLAGS.episodes or evaluation.protocol_episodes(protocol)
+        rows = evaluation.evaluate_data(model, data, name, settings, episodes, queries,
                                         FLAGS.seed, within_group, verbose=verbose,
                                         protocol=protocol)
         if "instance" in rows[0]:  # a sequence model: accuracy by instance
