@@ -592,6 +592,27 @@ def test_training_on_an_image_folder(image_folder, tmp_path):
     assert test_classes.images.shape == (12, 28, 28, 1)  # model resolution
 
 
+def test_load_data_gives_the_channels_the_preprocessor_takes(image_folder, write_image_folder,
+                                                             tmp_path):
+    """Ink takes gray images; an RGB preprocessor keeps a folder's colour (a gray folder
+    stays gray: RGB repeats it), at the model's resolution."""
+    config = dataclasses.replace(TINY, dataset=f"folder:{image_folder}", split="all",
+                                 subset="all", model_config={"image_size": 12})
+    ink = training.load_data(config, "all")
+    rgb = training.load_data(dataclasses.replace(
+        config, model_config={"image_size": 12, "preprocessor": "rgb"}), "all")
+    assert ink.images.shape == (24, 12, 12, 1) and rgb.images.shape == (24, 12, 12, 3)
+    np.testing.assert_array_equal(ink.labels, rgb.labels)
+    gray_mean = np.round(rgb.images.astype(np.float32).mean(axis=-1, keepdims=True))
+    assert np.abs(gray_mean - ink.images).max() <= 2  # the same pictures, up to round-off
+    write_image_folder(tmp_path / "gray", {"a": 2, "b": 2}, channels=1)
+    gray = dataclasses.replace(config, dataset=f"folder:{tmp_path / 'gray'}",
+                               model_config={"image_size": 12, "preprocessor": "rgb"})
+    assert training.load_data(gray, "all").images.shape == (4, 12, 12, 1)
+    assert training.load_data(dataclasses.replace(gray, channels=3), "all").images.shape \
+        == (4, 12, 12, 3)
+
+
 def test_own_data_errors_name_the_problem_before_any_file(image_folder, tmp_path):
     base = dataclasses.replace(TINY, dataset=f"folder:{image_folder}", split="all",
                                subset="all", episodes=2, lr_decay_every=2)

@@ -186,7 +186,7 @@ def load_natural(kind: str, argument: str, split, subset: str, source=None, imag
 
 
 def load_dataset(dataset: str, split: str, subset: str, source=None, image_size=None,
-                 channels=None, rotations=False) -> LabelledImages:
+                 channels=None, rotations=False, keep_channels=False) -> LabelledImages:
     """The classes of `subset` at model resolution (uint8 [M, image_size, image_size, 1];
     [M, image_size, image_size, 3] for the natural-image benchmarks).
 
@@ -198,6 +198,8 @@ def load_dataset(dataset: str, split: str, subset: str, source=None, image_size=
       channels: 1 or 3 to convert images with other channel counts (own data and the
         benchmarks, which are RGB unless channels=1).
       rotations: Omniglot's Lake split only (see `load_split`).
+      keep_channels: folder and TFDS images keep their channels (or `channels`'s) instead
+        of becoming gray [M, s, s, 1]: what an RGB preprocessor takes.
     """
     kind, argument = parse_dataset(dataset)
     if kind == SINUSOID:
@@ -223,6 +225,8 @@ def load_dataset(dataset: str, split: str, subset: str, source=None, image_size=
         data = read_tfds(name, tfds_split or "all", data_dir=source, image_size=image_size,
                          channels=channels)
     data = select_subset(data, split, subset)
+    if keep_channels:  # read at image_size already
+        return data
     pixels = [to_model_pixels(data.images[i:i + 4096], image_size).numpy()
               for i in range(0, len(data.images), 4096)]  # in chunks: bounded float memory
     return LabelledImages(np.concatenate(pixels), data.labels, data.class_names, data.groups)

@@ -158,11 +158,7 @@ class TrainConfig:
         (28, or 20 for the sequence models), so the data is cached at what the model sees."""
         if "image_size" in self.model_config:
             return int(self.model_config["image_size"])
-        if self.model in MODELS:
-            default = inspect.signature(MODELS[self.model]).parameters.get("image_size")
-            if default is not None:
-                return int(default.default)
-        return 28
+        return int(model_default(self.model, "image_size") or 28)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -187,6 +183,16 @@ class TrainConfig:
             raise ValueError("model_config's image_size must be a positive whole number of "
                              f"pixels, got {size!r}")
         return config
+
+
+def model_default(model: str, argument: str):
+    """The default of the constructor argument `argument` of the model named `model`, or
+    None when there is no such model, argument or default."""
+    parameter = (inspect.signature(MODELS[model]).parameters.get(argument)
+                 if model in MODELS else None)
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return None
+    return parameter.default
 
 
 def _check_field_types(config):
