@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_fewshot.layers import (Conv4Embedding, ImagePreprocessing, PrototypicalHead,
+from keras_fewshot.layers import (Conv4Embedding, InkPreprocessing, PrototypicalHead,
                                   class_means, to_model_pixels)
 from keras_fewshot.layers.preprocessing import area_resize, area_weights
-from keras_fewshot.layers.conv4 import BatchNormalization as FusedBatchNormalization
+from keras_fewshot.backbones.conv4 import BatchNormalization as FusedBatchNormalization
 from keras_fewshot.models import PrototypicalNetwork
 
 PIXEL_TOLERANCE = 0.5 / 255 + 1e-6
@@ -65,7 +65,7 @@ def test_cached_pixels_give_the_same_model_input(rng, equal_channels):
     raw = _raw_images(rng, 4, equal_channels=equal_channels)
     cached = to_model_pixels(raw, 28)
     assert cached.dtype == tf.uint8 and cached.shape == (4, 28, 28, 1)
-    layer = ImagePreprocessing(28)
+    layer = InkPreprocessing(28)
     from_raw, from_cached = layer(raw).numpy(), layer(cached).numpy()
     assert from_raw.shape == (4, 28, 28, 1) and from_raw.dtype == np.float32
     assert np.abs(from_raw - from_cached).max() <= PIXEL_TOLERANCE
@@ -75,30 +75,30 @@ def test_real_omniglot_pixels_give_the_same_model_input(omniglot_dir):
     from keras_fewshot.data import load_examples
     raw = np.stack([e["image"] for e in load_examples("evaluation", source=omniglot_dir)
                     .take(8).as_numpy_iterator()])
-    layer = ImagePreprocessing(28)
+    layer = InkPreprocessing(28)
     assert np.abs(layer(raw).numpy() - layer(to_model_pixels(raw, 28)).numpy()).max() \
         <= PIXEL_TOLERANCE
 
 
 def test_preprocessing_at_model_size_is_one_minus_x_over_255(rng):
     x = rng.integers(0, 256, (3, 28, 28, 1), dtype=np.uint8)
-    out = ImagePreprocessing(28)(x).numpy()
+    out = InkPreprocessing(28)(x).numpy()
     np.testing.assert_allclose(out, 1.0 - x.astype(np.float32) / 255.0, rtol=0, atol=1e-7)
-    assert ImagePreprocessing(28)(np.full((1, 28, 28, 1), 255, np.uint8)).numpy().max() == 0.0
-    assert ImagePreprocessing(28)(np.zeros((1, 28, 28, 1), np.uint8)).numpy().min() == 1.0
+    assert InkPreprocessing(28)(np.full((1, 28, 28, 1), 255, np.uint8)).numpy().max() == 0.0
+    assert InkPreprocessing(28)(np.zeros((1, 28, 28, 1), np.uint8)).numpy().min() == 1.0
 
 
 def test_preprocessing_downsamples_by_area(rng):
     """56 -> 28 by area is the mean of each 2x2 block (an exact, independent reference)."""
     x = rng.integers(0, 256, (2, 56, 56, 1), dtype=np.uint8)
     blocks = x.astype(np.float64).reshape(2, 28, 2, 28, 2, 1).mean(axis=(2, 4))
-    np.testing.assert_allclose(ImagePreprocessing(28)(x).numpy(), 1 - blocks / 255, atol=1e-6)
+    np.testing.assert_allclose(InkPreprocessing(28)(x).numpy(), 1 - blocks / 255, atol=1e-6)
     assert np.abs(to_model_pixels(x, 28).numpy() - blocks).max() <= 0.5
 
 
 def test_one_and_three_equal_channels_agree(rng):
     gray = rng.integers(0, 256, (3, 105, 105, 1), dtype=np.uint8)
-    layer = ImagePreprocessing(28)
+    layer = InkPreprocessing(28)
     np.testing.assert_array_equal(layer(gray).numpy(), layer(np.repeat(gray, 3, -1)).numpy())
     np.testing.assert_array_equal(to_model_pixels(gray, 28).numpy(),
                                   to_model_pixels(np.repeat(gray, 3, -1), 28).numpy())
@@ -170,11 +170,11 @@ def test_area_resize_converts_to_tflite_builtins_and_compiles_under_xla(rng):
     resize bound (on values / 255 in [0, 1]) plus 2 u for the division and the subtraction
     from 1 of the exact preprocessing, so they differ by at most twice that."""
     x = rng.integers(0, 256, (2, 105, 105, 3), dtype=np.uint8)
-    expected = ImagePreprocessing(28)(x).numpy()
+    expected = InkPreprocessing(28)(x).numpy()
     bound = 2 * (_area_resize_error_bound(105, 105, 28) + 2 * FLOAT32_UNIT_ROUNDOFF)
     spec = tf.TensorSpec([None, None, None, 3], tf.uint8)
-    fn = tf.function(lambda images: ImagePreprocessing(28)(images), input_signature=[spec])
-    xla = tf.function(lambda images: ImagePreprocessing(28)(images), jit_compile=True)
+    fn = tf.function(lambda images: InkPreprocessing(28)(images), input_signature=[spec])
+    xla = tf.function(lambda images: InkPreprocessing(28)(images), jit_compile=True)
     np.testing.assert_allclose(xla(x).numpy(), expected, rtol=0, atol=bound)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()],
                                                                 fn)
@@ -210,12 +210,12 @@ def _round_trips(layer):
     return from_config, deserialized
 
 
-@pytest.mark.parametrize("layer", [ImagePreprocessing(32, name="pre"),
+@pytest.mark.parametrize("layer", [InkPreprocessing(32, name="pre"),
                                    PrototypicalHead("cosine", cosine_scale=4.0, name="h"),
                                    PrototypicalHead("squared_euclidean")],
                          ids=["preprocessing", "cosine_head", "euclidean_head"])
 def test_weightless_layer_round_trip(layer, rng, uneven_batch):
-    if isinstance(layer, ImagePreprocessing):
+    if isinstance(layer, InkPreprocessing):
         args, kwargs = (_raw_images(rng, 2, size=64),), {}
     else:
         args, kwargs = tuple(map(tf.constant, uneven_batch)), {"num_classes": 3}

@@ -1,7 +1,11 @@
-"""Raw pixels in, model pixels out: the one preprocessing every zoo model applies inside.
+"""Raw pixels in, model pixels out: a preprocessor is a Keras layer inside the model, uint8
+[M, H, W, C] -> float32 [M, s, s, channels].
 
-Grayscale is the mean over channels (1 or 3 channels; Omniglot's three are equal), resizing
-is area interpolation to `image_size`, and scaling maps white paper to 0 and full ink to 1.
+"ink" (`InkPreprocessing`, every Omniglot zoo model's): grayscale is the mean over channels
+(1 or 3 channels; Omniglot's three are equal), resizing is area interpolation to
+`image_size`, and scaling maps white paper to 0 and full ink to 1. "rgb"
+(`RGBPreprocessing`): the same area resize on each channel, [0, 1] scaling and per-channel
+mean / std normalisation, colour kept.
 
 Area interpolation is a fixed linear map for a given input and output size, and separable:
 output pixel (i, j) is the mean of the input over the square it covers, i.e. rows, then
@@ -43,15 +47,18 @@ def _gray_resized(images, image_size):
 def to_model_pixels(images, image_size):
     """uint8 [M, H, W, C] -> uint8 [M, image_size, image_size, 1]: what a data pipeline caches.
 
-    `ImagePreprocessing` maps these to the same model input as the raw images (up to the
+    `InkPreprocessing` maps these to the same model input as the raw images (up to the
     rounding to uint8), so episodes can be cached at model resolution.
     """
     return tf.cast(tf.round(_gray_resized(images, image_size)), tf.uint8)
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
-class ImagePreprocessing(keras.layers.Layer):
-    """uint8 [M, H, W, C] raw pixels -> float32 [M, s, s, 1] ink intensity (0 paper, 1 ink)."""
+class InkPreprocessing(keras.layers.Layer):
+    """uint8 [M, H, W, C] raw pixels -> float32 [M, s, s, 1] ink intensity (0 paper, 1 ink):
+    Omniglot's preprocessing, the zoo's."""
+
+    channels = 1  # of the output: what the backbone reads
 
     def __init__(self, image_size=28, **kwargs):
         super().__init__(**kwargs)
@@ -65,3 +72,71 @@ class ImagePreprocessing(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size}
+
+
+ImagePreprocessing = InkPreprocessing  # its name before RGB images came
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@keras.saving.register_keras_serializable(package="keras_fewshot")
+class RGBPreprocessing(keras.layers.Layer):
+    """uint8 [M, H, W, C] raw pixels -> float32 [M, s, s, 3]: area resize of each channel,
+    scaled to [0, 1], then (x - mean) / std per channel (ImageNet's statistics by default).
+    A 1-channel image is repeated into 3 (gray stays gray)."""
+
+    channels = 3
+
+    def __init__(self, image_size=84, mean=IMAGENET_MEAN, std=IMAGENET_STD, **kwargs):
+        super().__init__(**kwargs)
+        self.image_size = int(image_size)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("RGBPreprocessing takes 3 channel means and 3 positive standard "
+                             f"deviations, got mean={mean!r}, std={std!r}")
+
+    def call(self, images):
+        x = tf.cast(images, tf.float32)
+        shape = tf.shape(x)
+        # channels first, so each channel is one [H, W] image for `area_resize`
+        planes = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), tf.stack([-1, shape[1], shape[2]]))
+        planes = area_resize(planes, self.image_size, self.image_size)
+        x = tf.transpose(tf.reshape(planes, tf.stack([shape[0], shape[3], self.image_size,
+                                                      self.image_size])), [0, 2, 3, 1])
+        x = tf.broadcast_to(x, tf.stack([shape[0], self.image_size, self.image_size, 3]))
+        scale = tf.constant([255.0 * s for s in self.std])  # (x / 255 - mean) / std
+        return (x - tf.constant([255.0 * m for m in self.mean])) / scale
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.image_size, self.image_size, 3)
+
+    def get_config(self):
+        return {**super().get_config(), "image_size": self.image_size, "mean": list(self.mean),
+                "std": list(self.std)}
+
+
+PREPROCESSORS = {"ink": InkPreprocessing, "rgb": RGBPreprocessing}
+
+
+def get_preprocessor(spec, image_size, **kwargs):
+    """A preprocessor layer from `spec`: "ink" or "rgb" (built for `image_size`, with
+    `kwargs` such as name), a serialised config dict, or a Keras layer (as is). A
+    preprocessor's `channels` is its output's channel count."""
+    if isinstance(spec, str):
+        if spec not in PREPROCESSORS:
+            raise ValueError(f"Unknown preprocessor {spec!r}; choices: {sorted(PREPROCESSORS)}, "
+                             "a serialised preprocessor config, or a Keras layer")
+        return PREPROCESSORS[spec](image_size, **kwargs)
+    if isinstance(spec, dict):
+        layer = keras.saving.deserialize_keras_object(spec)
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(f"The preprocessor config deserialises to {type(layer).__name__}, "
+                            "not a Keras layer")
+        return layer
+    if isinstance(spec, keras.layers.Layer):
+        return spec
+    raise TypeError(f"preprocessor must be one of {sorted(PREPROCESSORS)}, a serialised "
+                    f"config (dict) or a Keras layer; got {type(spec).__name__}")

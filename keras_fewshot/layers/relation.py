@@ -12,7 +12,7 @@ go on through batch norm and the rest, exactly as the concatenated pairs would.
 import keras
 import tensorflow as tf
 
-from keras_fewshot.layers.conv4 import Conv4Embedding
+from keras_fewshot.backbones.conv4 import Conv4Embedding
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")

@@ -1,0 +1,41 @@
+"""Feature extractors: float32 model pixels [M, H, W, C] -> features [M, D] or maps
+[M, h, w, C]. conv4 (Vinyals et al. 2016 / Snell et al. 2017; the zoo's), ResNet-12
+(Lee et al. 2019) and an adapter for any Keras image model.
+
+    get_backbone("resnet12", pooled=False)        # by name, with constructor arguments
+    get_backbone(keras.saving.serialize_keras_object(layer))   # a serialised backbone
+    get_backbone(layer)                           # a Keras layer or model: as is
+"""
+
+import keras
+
+from keras_fewshot.backbones.adapter import ImageModelBackbone
+from keras_fewshot.backbones.conv4 import BatchNormalization, Conv4Embedding
+from keras_fewshot.backbones.resnet12 import DropBlock, ResidualBlock, ResNet12
+
+BACKBONES = {"conv4": Conv4Embedding, "resnet12": ResNet12}
+
+
+def get_backbone(spec, **defaults):
+    """A backbone layer from `spec`: a name in BACKBONES (built with `defaults` as constructor
+    arguments), a serialised config dict (keras.saving.serialize_keras_object), or a Keras
+    layer or model, returned as is. ValueError for an unknown name, TypeError otherwise."""
+    if isinstance(spec, str):
+        if spec not in BACKBONES:
+            raise ValueError(f"Unknown backbone {spec!r}; choices: {sorted(BACKBONES)}, a "
+                             "serialised backbone config, or a Keras layer or model")
+        return BACKBONES[spec](**defaults)
+    if isinstance(spec, dict):
+        layer = keras.saving.deserialize_keras_object(spec)
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(f"The backbone config deserialises to {type(layer).__name__}, "
+                            "not a Keras layer")
+        return layer
+    if isinstance(spec, keras.layers.Layer):
+        return spec
+    raise TypeError(f"backbone must be one of {sorted(BACKBONES)}, a serialised backbone "
+                    f"config (dict) or a Keras layer or model; got {type(spec).__name__}")
+
+
+__all__ = ["BACKBONES", "BatchNormalization", "Conv4Embedding", "DropBlock",
+           "ImageModelBackbone", "ResNet12", "ResidualBlock", "get_backbone"]
