@@ -11,8 +11,8 @@ algorithm: the algorithms differ only in the wrapped layer, which config.json re
 import keras
 import tensorflow as tf
 
-from keras_fewshot.layers import Conv4Embedding, ImagePreprocessing
 from keras_fewshot.meta import ALGORITHMS, MetaTrainStep
+from keras_fewshot.models.components import ImageModelMixin, make_backbone
 from keras_fewshot.models.episodic import EpisodicClassifier, merge_leading, validate_episode
 from keras_fewshot.models.preset import FromPreset
 
@@ -26,32 +26,37 @@ def meta_layer(learner, algorithm, loss, **options):
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
-class MAMLClassifier(MetaTrainStep, EpisodicClassifier):
-    """Finn et al. (2017) Omniglot model: conv4 (3x3 conv 64, batch norm, ReLU, 2x2 max pool,
-    four times) and a dense `ways`-way head, adapted to each episode's support set inside the
-    call (sec. 5.2); queries are scored by the adapted network. Exactly `ways` classes.
+class MAMLClassifier(ImageModelMixin, MetaTrainStep, EpisodicClassifier):
+    """Finn et al. (2017) Omniglot model: a backbone (by default conv4: 3x3 conv 64, batch
+    norm, ReLU, 2x2 max pool, four times) and a dense `ways`-way head, adapted to each
+    episode's support set inside the call (sec. 5.2); queries are scored by the adapted
+    network. Exactly `ways` classes.
+
+    A backbone given by name ("conv4", "resnet12") takes batch statistics per task, never
+    across replicas, and, in a learner differentiated twice (second-order MAML, Meta-SGD),
+    computes batch norm op by op, whose second derivative is exact (backbones/conv4.py). A
+    backbone given as a layer or config is used as given.
     """
 
     def __init__(self, ways=5, algorithm="maml", inner_learning_rate=0.4, train_inner_steps=1,
-                 test_inner_steps=3, first_order=False, image_size=28, filters=64, **kwargs):
+                 test_inner_steps=3, first_order=False, image_size=28, filters=None,
+                 backbone="conv4", preprocessor="ink", **kwargs):
         super().__init__(**kwargs)
         self.ways = int(ways)
         if self.ways < 2:
             raise ValueError(f"ways must be at least 2, got {ways}")
         self.fixed_ways = self.ways
         self.algorithm = algorithm
-        self.image_size = int(image_size)
-        self.filters = int(filters)
-        self.preprocess = ImagePreprocessing(self.image_size, name="preprocess")
-        # differentiated twice (second-order MAML, Meta-SGD, the LSTM meta-learner's second
-        # order): batch norm op by op, whose second derivative is exact (layers/conv4.py)
+        shape = self.set_preprocessor(image_size, preprocessor, backbone, filters)
         second_order = algorithm != "reptile" and not first_order
-        learner = keras.Sequential([
-            keras.Input((self.image_size, self.image_size, 1)),
-            # batch statistics per task (see keras_fewshot.meta.maml), never across replicas
-            Conv4Embedding(self.filters, synchronized=False, name="embedding",
-                           fused_training_batch_norm=not second_order),
-            keras.layers.Dense(self.ways, name="head")], name="learner")
+        # batch statistics per task (see keras_fewshot.meta.maml), never across replicas;
+        # built by the learner, under its name scope
+        embedding, _ = make_backbone(backbone, shape, self.filters, build=False,
+                                     synchronized=False,
+                                     fused_training_batch_norm=not second_order)
+        learner = keras.Sequential([keras.Input(shape[1:]), embedding,
+                                    keras.layers.Dense(self.ways, name="head")],
+                                   name="learner")
         self.meta = meta_layer(learner, algorithm, "cross_entropy",
                                inner_learning_rate=inner_learning_rate,
                                train_inner_steps=train_inner_steps,
@@ -59,9 +64,10 @@ class MAMLClassifier(MetaTrainStep, EpisodicClassifier):
         self.built = True
 
     def model_pixels(self, images):
-        """uint8 [B, M, H, W, C] -> float32 [B, M, s, s, 1]."""
+        """uint8 [B, M, H, W, C] -> float32 [B, M, s, s, channels]."""
         x = self.preprocess(merge_leading(images))
-        return tf.reshape(x, (tf.shape(images)[0], -1, self.image_size, self.image_size, 1))
+        return tf.reshape(x, (tf.shape(images)[0], -1, self.image_size, self.image_size,
+                              self.channels))
 
     def meta_tasks(self, inputs):
         episode = validate_episode(inputs, self.fixed_ways)
@@ -79,7 +85,7 @@ class MAMLClassifier(MetaTrainStep, EpisodicClassifier):
                 "inner_learning_rate": meta.inner_learning_rate,
                 "train_inner_steps": meta.train_inner_steps,
                 "test_inner_steps": meta.test_inner_steps, "first_order": meta.first_order,
-                "image_size": self.image_size, "filters": self.filters}
+                **self.image_parts_config(meta.learner.layers[0])}
 
 
 REGRESSION_KEYS = ("support_x", "support_y", "query_x")

@@ -2,40 +2,36 @@
 
 `fce=True` adds full context embeddings: g = bidirectional LSTM over the support embeddings
 plus a skip connection, f = attention LSTM reading g(S) for `fce_steps` steps. Without FCE,
-f = g = the conv4 embedding.
+f = g = the backbone (conv4 by default, the paper's).
 """
 
 import keras
-
-from keras_fewshot.layers import (Conv4Embedding, CosineAttentionClassifier, ImagePreprocessing,
-                                  QueryAttentionEmbedding, SupportContextEmbedding)
 import tensorflow as tf
 
+from keras_fewshot.layers import (CosineAttentionClassifier, QueryAttentionEmbedding,
+                                  SupportContextEmbedding)
+from keras_fewshot.models.components import ImageModelMixin, make_backbone
 from keras_fewshot.models.metric import MetricClassifier
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
-class MatchingNetwork(MetricClassifier):
+class MatchingNetwork(ImageModelMixin, MetricClassifier):
     """Any N, any shots; with FCE the support order is read by the bidirectional LSTM. The
     support code is g(S) (after the support context with FCE) and the one-hot labels."""
 
     code_ranks = {"support_embeddings": 2, "support_onehot": 2}
 
-    def __init__(self, image_size=28, filters=64, fce=False, fce_steps=5, scale=1.0,
-                 **kwargs):
+    def __init__(self, image_size=28, filters=None, fce=False, fce_steps=5, scale=1.0,
+                 backbone="conv4", preprocessor="ink", **kwargs):
         super().__init__(**kwargs)
-        self.image_size = int(image_size)
-        self.filters = int(filters)
+        shape = self.set_preprocessor(image_size, preprocessor, backbone, filters)
         self.fce = bool(fce)
         self.fce_steps = int(fce_steps)
         self.scale = float(scale)
-        self.preprocess = ImagePreprocessing(self.image_size, name="preprocess")
-        self.embedding = Conv4Embedding(self.filters, name="embedding")
+        self.embedding, features = make_backbone(backbone, shape, self.filters)
         self.head = CosineAttentionClassifier(self.scale, name="head")
-        shape = (None, self.image_size, self.image_size, 1)
-        self.embedding.build(shape)
         if self.fce:
-            dim = self.embedding.compute_output_shape(shape)[-1]
+            dim = features[-1]
             self.support_context = SupportContextEmbedding(name="support_context")
             self.query_attention = QueryAttentionEmbedding(self.fce_steps,
                                                            name="query_attention")
@@ -55,5 +51,5 @@ class MatchingNetwork(MetricClassifier):
         return self.head.logits(f, g, code["support_onehot"])
 
     def get_config(self):
-        return {**super().get_config(), "image_size": self.image_size, "filters": self.filters,
+        return {**super().get_config(), **self.image_parts_config(self.embedding),
                 "fce": self.fce, "fce_steps": self.fce_steps, "scale": self.scale}

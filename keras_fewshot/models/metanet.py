@@ -1,6 +1,7 @@
-"""Meta Networks (Munkhdalai & Yu 2017, Algorithm 1) on a conv4 embedding.
+"""Meta Networks (Munkhdalai & Yu 2017, Algorithm 1) on a backbone's features (conv4 by
+default).
 
-For one episode, on the conv4 features x of its images:
+For one episode, on the backbone features x of its images:
   1. task level: T = S support pairs (x'_t, x'_t+1 mod S), verification loss
      L_emb_t = BCE(sigmoid(w . |u(x'_t) - u(x'_t+1)| + b), same class), u(x) = x Q;
      theta+ = F(grad_Q L_emb_1, ..., grad_Q L_emb_T) (LSTM), and the representation of every
@@ -26,27 +27,26 @@ they flow through it, which also trains the verification head.
 import keras
 import tensorflow as tf
 
-from keras_fewshot.layers import (AugmentedDense, Conv4Embedding, FastWeightGenerator,
-                                  FastWeightMemoryRead, ImagePreprocessing, SiameseL1Head,
-                                  TaskFastWeightLSTM, per_example_kernel_gradients)
+from keras_fewshot.layers import (AugmentedDense, FastWeightGenerator, FastWeightMemoryRead,
+                                  SiameseL1Head, TaskFastWeightLSTM,
+                                  per_example_kernel_gradients)
+from keras_fewshot.models.components import ImageModelMixin, make_backbone
 from keras_fewshot.models.episodic import EpisodicClassifier
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
-class MetaNetwork(EpisodicClassifier):
+class MetaNetwork(ImageModelMixin, EpisodicClassifier):
     """Any N up to `max_ways`, any shots; the LSTM F reads the support set in its order."""
 
-    def __init__(self, image_size=28, filters=64, key_units=64, hidden_units=64, max_ways=20,
-                 meta_units=20, **kwargs):
+    def __init__(self, image_size=28, filters=None, key_units=64, hidden_units=64, max_ways=20,
+                 meta_units=20, backbone="conv4", preprocessor="ink", **kwargs):
         super().__init__(**kwargs)
-        self.image_size = int(image_size)
-        self.filters = int(filters)
+        shape = self.set_preprocessor(image_size, preprocessor, backbone, filters)
         self.key_units = int(key_units)
         self.hidden_units = int(hidden_units)
         self.max_ways = int(max_ways)
         self.meta_units = int(meta_units)
-        self.preprocess = ImagePreprocessing(self.image_size, name="preprocess")
-        self.embedding = Conv4Embedding(self.filters, name="embedding")
+        self.embedding, features = make_backbone(backbone, shape, self.filters)
         self.key = AugmentedDense(self.key_units, name="key")                       # u
         self.verification = SiameseL1Head(name="verification")
         self.task_meta = TaskFastWeightLSTM(self.meta_units, name="task_meta")      # F
@@ -55,9 +55,7 @@ class MetaNetwork(EpisodicClassifier):
         self.hidden_meta = FastWeightGenerator(self.meta_units, name="hidden_meta")  # G
         self.output_meta = FastWeightGenerator(self.meta_units, name="output_meta")
         self.memory_read = FastWeightMemoryRead(name="memory_read")
-        shape = (None, self.image_size, self.image_size, 1)
-        self.embedding.build(shape)
-        dim = self.embedding.compute_output_shape(shape)[-1]
+        dim = features[-1]
         self.key.build((None, None, dim))
         self.verification.build((None, None, self.key_units))
         self.task_meta.build()
@@ -106,7 +104,7 @@ class MetaNetwork(EpisodicClassifier):
         return self.fast_weight_logits(support, support_labels, query, num_classes)
 
     def fast_weight_logits(self, support, support_labels, query, num_classes):
-        """Algorithm 1 on conv4 features: support [B, S, D], labels [B, S], query [B, Q, D],
+        """Algorithm 1 on backbone features: support [B, S, D], labels [B, S], query [B, Q, D],
         N -> logits [B, Q, N]."""
         theta = self.task_fast_weights(support, support_labels)
         support_keys = self.key(support, theta)
@@ -128,6 +126,6 @@ class MetaNetwork(EpisodicClassifier):
         return self.output_layer(hidden, query_output_fast, active_units=num_classes)
 
     def get_config(self):
-        return {**super().get_config(), "image_size": self.image_size, "filters": self.filters,
+        return {**super().get_config(), **self.image_parts_config(self.embedding),
                 "key_units": self.key_units, "hidden_units": self.hidden_units,
                 "max_ways": self.max_ways, "meta_units": self.meta_units}

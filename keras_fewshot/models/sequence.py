@@ -19,7 +19,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from keras_fewshot.layers import ImagePreprocessing
+from keras_fewshot.layers import InkPreprocessing
 from keras_fewshot.models.episodic import (_check, _tensor, as_arrays, check_label_range,
                                            merge_leading)
 from keras_fewshot.models.preset import FromPreset
@@ -103,7 +103,7 @@ class SequenceClassifier(FromPreset, keras.Model):
         self.image_size = int(image_size)
         if self.classes < 2:
             raise ValueError(f"classes must be at least 2, got {classes}")
-        self.preprocess = ImagePreprocessing(self.image_size, name="preprocess")
+        self.preprocess = InkPreprocessing(self.image_size, name="preprocess")
         self.input_size = self.image_size ** 2 + self.classes
 
     def training_loss(self):

@@ -12,8 +12,8 @@ The pair scorer on its own:
 import keras
 import tensorflow as tf
 
-from keras_fewshot.layers import (Conv4Embedding, ImagePreprocessing, NonPositive,
-                                  SiameseL1Head)
+from keras_fewshot.layers import NonPositive, SiameseL1Head
+from keras_fewshot.models.components import ImageModelMixin, make_backbone
 from keras_fewshot.models.metric import MetricClassifier
 
 PAIR_KEYS = ("first_images", "second_images")
@@ -32,8 +32,9 @@ class PairCrossEntropy(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
-class SiameseNetwork(MetricClassifier):
-    """conv4 twin f (optionally followed by a sigmoid dense layer, as Koch's) + L1 head.
+class SiameseNetwork(ImageModelMixin, MetricClassifier):
+    """A backbone twin f (conv4 by default; optionally followed by a sigmoid dense layer, as
+    Koch's) + L1 head.
 
     head_init: "koch" draws the head's weights W from N(0, 0.2), unconstrained, as the
     paper; "distance" starts them all at -0.1 and keeps them <= 0, so the logit is a learned
@@ -48,20 +49,16 @@ class SiameseNetwork(MetricClassifier):
     HEAD_INITIALIZERS = {"koch": (None, None),
                          "distance": (keras.initializers.Constant(-0.1), NonPositive())}
 
-    def __init__(self, image_size=28, filters=64, dense_units=0, head_init="koch", **kwargs):
+    def __init__(self, image_size=28, filters=None, dense_units=0, head_init="koch",
+                 backbone="conv4", preprocessor="ink", **kwargs):
         super().__init__(**kwargs)
         if head_init not in self.HEAD_INITIALIZERS:
             raise ValueError(f"head_init must be one of {sorted(self.HEAD_INITIALIZERS)}, "
                              f"got {head_init!r}")
-        self.image_size = int(image_size)
-        self.filters = int(filters)
+        shape = self.set_preprocessor(image_size, preprocessor, backbone, filters)
         self.dense_units = int(dense_units)
         self.head_init = head_init
-        self.preprocess = ImagePreprocessing(self.image_size, name="preprocess")
-        self.embedding = Conv4Embedding(self.filters, name="embedding")
-        shape = (None, self.image_size, self.image_size, 1)
-        self.embedding.build(shape)
-        shape = self.embedding.compute_output_shape(shape)
+        self.embedding, shape = make_backbone(backbone, shape, self.filters)
         self.dense = None
         if self.dense_units:
             self.dense = keras.layers.Dense(self.dense_units, activation="sigmoid", name="dense")
@@ -78,7 +75,7 @@ class SiameseNetwork(MetricClassifier):
         return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)]
 
     def features(self, pixels, training=False):
-        """f(x) on preprocessed pixels [M, s, s, 1] -> [M, D]."""
+        """f(x) on preprocessed pixels [M, s, s, C] -> [M, D]."""
         x = self.embedding(pixels, training=training)
         return self.dense(x) if self.dense is not None else x
 
@@ -115,5 +112,5 @@ class SiameseNetwork(MetricClassifier):
         return tf.reduce_logsumexp(in_class, axis=2) - tf.math.log(shots)
 
     def get_config(self):
-        return {**super().get_config(), "image_size": self.image_size, "filters": self.filters,
+        return {**super().get_config(), **self.image_parts_config(self.embedding),
                 "dense_units": self.dense_units, "head_init": self.head_init}
