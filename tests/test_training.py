@@ -613,6 +613,18 @@ def test_load_data_gives_the_channels_the_preprocessor_takes(image_folder, write
         == (4, 12, 12, 3)
 
 
+def test_training_keeps_a_folders_colour_for_an_rgb_preprocessor(image_folder, tmp_path):
+    config = dataclasses.replace(
+        TINY, model_config={"filters": 8, "preprocessor": "rgb", "image_size": 16},
+        dataset=f"folder:{image_folder}", split="all", subset="all", ways=3, shots=1,
+        queries=1, episodes=2, lr_decay_every=2)
+    model = train(config, tmp_path / "run", None)
+    assert int(model.optimizer.iterations.numpy()) == 2
+    assert training.load_data(config, "all").images.shape[-1] == 3
+    rebuilt = training.model_from_dir(tmp_path / "run")
+    assert rebuilt.get_config()["preprocessor"] == "rgb"
+
+
 def test_own_data_errors_name_the_problem_before_any_file(image_folder, tmp_path):
     base = dataclasses.replace(TINY, dataset=f"folder:{image_folder}", split="all",
                                subset="all", episodes=2, lr_decay_every=2)
