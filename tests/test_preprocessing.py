@@ -52,6 +52,15 @@ def test_rgb_traces_for_any_size_and_keeps_its_static_output_shape(rng):
         np.testing.assert_allclose(fn(images).numpy(), layer(images).numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("layer,channels", [(RGBPreprocessing(14), 3), (InkPreprocessing(14), 1)])
+def test_cached_pixels_give_the_same_model_input(rng, layer, channels):
+    images = rng.integers(0, 256, (2, 45, 31, 3), dtype=np.uint8)
+    cached = layer.cache_pixels(images)
+    assert cached.dtype == tf.uint8 and cached.shape == (2, 14, 14, channels)
+    bound = 0.5 / 255 / (STD.min() if channels == 3 else 1) + 1e-5  # half a grey level
+    assert np.abs(layer(cached).numpy() - layer(images).numpy()).max() <= bound
+
+
 def test_rgb_refuses_bad_statistics():
     with pytest.raises(ValueError, match="3 channel means"):
         RGBPreprocessing(8, mean=(0.5,))

@@ -67,6 +67,11 @@ class InkPreprocessing(keras.layers.Layer):
     def call(self, images):
         return 1.0 - _gray_resized(images, self.image_size) / 255.0
 
+    def cache_pixels(self, images):
+        """uint8 [M, H, W, C] -> uint8 [M, s, s, 1] (`to_model_pixels`): what a data pipeline
+        may cache; this layer maps them to its output on `images` up to the rounding."""
+        return to_model_pixels(images, self.image_size)
+
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.image_size, self.image_size, 1)
 
@@ -98,14 +103,24 @@ class RGBPreprocessing(keras.layers.Layer):
             raise ValueError("RGBPreprocessing takes 3 channel means and 3 positive standard "
                              f"deviations, got mean={mean!r}, std={std!r}")
 
-    def call(self, images):
+    def _resized(self, images):
+        """uint8 [M, H, W, C] -> float32 [M, s, s, C] in [0, 255], each channel resized."""
         x = tf.cast(images, tf.float32)
         shape = tf.shape(x)
         # channels first, so each channel is one [H, W] image for `area_resize`
         planes = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), tf.stack([-1, shape[1], shape[2]]))
         planes = area_resize(planes, self.image_size, self.image_size)
-        x = tf.transpose(tf.reshape(planes, tf.stack([shape[0], shape[3], self.image_size,
-                                                      self.image_size])), [0, 2, 3, 1])
+        return tf.transpose(tf.reshape(planes, tf.stack([shape[0], shape[3], self.image_size,
+                                                         self.image_size])), [0, 2, 3, 1])
+
+    def cache_pixels(self, images):
+        """uint8 [M, H, W, C] -> uint8 [M, s, s, C], channels kept: what a data pipeline may
+        cache; this layer maps them to its output on `images` up to the rounding."""
+        return tf.cast(tf.round(self._resized(images)), tf.uint8)
+
+    def call(self, images):
+        x = self._resized(images)
+        shape = tf.shape(x)
         x = tf.broadcast_to(x, tf.stack([shape[0], self.image_size, self.image_size, 3]))
         scale = tf.constant([255.0 * s for s in self.std])  # (x / 255 - mean) / std
         return (x - tf.constant([255.0 * m for m in self.mean])) / scale
