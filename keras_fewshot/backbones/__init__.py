@@ -16,26 +16,33 @@ from keras_fewshot.backbones.resnet12 import DropBlock, ResidualBlock, ResNet12
 BACKBONES = {"conv4": Conv4Embedding, "resnet12": ResNet12}
 
 
-def get_backbone(spec, **defaults):
-    """A backbone layer from `spec`: a name in BACKBONES (built with `defaults` as constructor
-    arguments), a serialised config dict (keras.saving.serialize_keras_object), or a Keras
-    layer or model, returned as is. ValueError for an unknown name, TypeError otherwise."""
+def layer_from_spec(spec, choices, what, **arguments):
+    """A layer from `spec`: a name in `choices` (a dict of classes, built with `arguments`),
+    a serialised config dict (keras.saving.serialize_keras_object), or a Keras layer or
+    model, returned as is. ValueError naming the choices for an unknown name, TypeError for
+    anything else; `what` names the part in the messages."""
     if isinstance(spec, str):
-        if spec not in BACKBONES:
-            raise ValueError(f"Unknown backbone {spec!r}; choices: {sorted(BACKBONES)}, a "
-                             "serialised backbone config, or a Keras layer or model")
-        return BACKBONES[spec](**defaults)
+        if spec not in choices:
+            raise ValueError(f"Unknown {what} {spec!r}; choices: {sorted(choices)}, a "
+                             f"serialised {what} config, or a Keras layer")
+        return choices[spec](**arguments)
     if isinstance(spec, dict):
         layer = keras.saving.deserialize_keras_object(spec)
         if not isinstance(layer, keras.layers.Layer):
-            raise TypeError(f"The backbone config deserialises to {type(layer).__name__}, "
-                            "not a Keras layer")
+            raise TypeError(f"The {what} config deserialises to {type(layer).__name__}, not "
+                            "a Keras layer")
         return layer
     if isinstance(spec, keras.layers.Layer):
         return spec
-    raise TypeError(f"backbone must be one of {sorted(BACKBONES)}, a serialised backbone "
-                    f"config (dict) or a Keras layer or model; got {type(spec).__name__}")
+    raise TypeError(f"{what} must be one of {sorted(choices)}, a serialised {what} config "
+                    f"(dict) or a Keras layer or model; got {type(spec).__name__}")
+
+
+def get_backbone(spec, **defaults):
+    """A backbone layer from `spec`: a name in BACKBONES (built with `defaults` as constructor
+    arguments), a serialised config dict, or a Keras layer or model (as is)."""
+    return layer_from_spec(spec, BACKBONES, "backbone", **defaults)
 
 
 __all__ = ["BACKBONES", "BatchNormalization", "Conv4Embedding", "DropBlock",
-           "ImageModelBackbone", "ResNet12", "ResidualBlock", "get_backbone"]
+           "ImageModelBackbone", "ResNet12", "ResidualBlock", "get_backbone", "layer_from_spec"]

@@ -18,6 +18,8 @@ it converts to TFLite (LiteRT) builtins and compiles under XLA.
 import keras
 import tensorflow as tf
 
+from keras_fewshot.backbones import layer_from_spec
+
 
 def area_weights(in_size, out_size):
     """float32 [out_size, in_size]: row i holds, for every input pixel k, the fraction of
@@ -140,18 +142,4 @@ def get_preprocessor(spec, image_size, **kwargs):
     """A preprocessor layer from `spec`: "ink" or "rgb" (built for `image_size`, with
     `kwargs` such as name), a serialised config dict, or a Keras layer (as is). A
     preprocessor's `channels` is its output's channel count."""
-    if isinstance(spec, str):
-        if spec not in PREPROCESSORS:
-            raise ValueError(f"Unknown preprocessor {spec!r}; choices: {sorted(PREPROCESSORS)}, "
-                             "a serialised preprocessor config, or a Keras layer")
-        return PREPROCESSORS[spec](image_size, **kwargs)
-    if isinstance(spec, dict):
-        layer = keras.saving.deserialize_keras_object(spec)
-        if not isinstance(layer, keras.layers.Layer):
-            raise TypeError(f"The preprocessor config deserialises to {type(layer).__name__}, "
-                            "not a Keras layer")
-        return layer
-    if isinstance(spec, keras.layers.Layer):
-        return spec
-    raise TypeError(f"preprocessor must be one of {sorted(PREPROCESSORS)}, a serialised "
-                    f"config (dict) or a Keras layer; got {type(spec).__name__}")
+    return layer_from_spec(spec, PREPROCESSORS, "preprocessor", image_size=image_size, **kwargs)

@@ -15,13 +15,13 @@ For one episode, on the backbone features x of its images:
 Training is the cross-entropy of the query logits; gradients flow through the meta
 information (the loss gradients) into every weight.
 
-Departures from the paper: for CPU budgets the conv4 trunk is shared by u and b and has
-slow weights only (the authors give u and b their own CNNs with fast weights in every
-layer); u and b are one and two augmented dense layers on its features. The pairs are fixed
-(t, t + 1) rather than sampled, so a model's answer is a function of the episode. The output
-layer has `max_ways` slow units, of which an N-way episode uses the first N (the paper sizes
-it to its training N). The authors' code stops gradients at the meta information; here
-they flow through it, which also trains the verification head.
+Departures from the paper: for CPU budgets one backbone (conv4 by default) is shared by u
+and b and has slow weights only (the authors give u and b their own CNNs with fast weights
+in every layer); u and b are one and two augmented dense layers on its features. The pairs
+are fixed (t, t + 1) rather than sampled, so a model's answer is a function of the episode.
+The output layer has `max_ways` slow units, of which an N-way episode uses the first N (the
+paper sizes it to its training N). The authors' code stops gradients at the meta
+information; here they flow through it, which also trains the verification head.
 """
 
 import keras

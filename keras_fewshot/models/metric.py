@@ -49,7 +49,7 @@ class MetricClassifier(EpisodicClassifier):
     code_ranks = {}
 
     def features(self, pixels, training=False):
-        """Preprocessed pixels [M, s, s, 1] -> features [M, ...]."""
+        """Preprocessed pixels [M, s, s, C] -> features [M, ...] (the backbone's)."""
         return self.embedding(pixels, training=training)
 
     def support_code(self, support_features, support_labels, num_classes, training=False):
