@@ -132,13 +132,19 @@ def evaluate(model, protocol="vinyals", episodes=1000, queries=None, seed=0, dat
                          within_group, episodes_per_batch, verbose, protocol)
 
 
+def takes_colour(model):
+    """Whether `model`'s preprocessor reads colour (RGB) images rather than gray ones."""
+    return getattr(getattr(model, "preprocess", None), "channels", 1) == 3
+
+
 def evaluation_data(dataset=OMNIGLOT, protocol="vinyals", split=None, subset=None, source=None,
-                    image_size=28, channels=None):
+                    image_size=28, channels=None, keep_channels=False):
     """(data, name, within_group, protocol) to test a model on: an Omniglot protocol's
     classes (and the protocol, whose settings are the default); or the `subset` of another
     dataset's class `split` (default: every class; subset default: its "test" classes, or
     all), protocol None. A natural-image benchmark is measured by its own protocol (its
-    split, "test" classes unless `subset` says otherwise)."""
+    split, "test" classes unless `subset` says otherwise). `keep_channels`: folder and TFDS
+    images keep their colour (for a model that `takes_colour`), else they become gray."""
     kind = parse_dataset(dataset)[0]
     if kind in NATURAL:
         split, subset = benchmark_split(kind, split), subset or PROTOCOLS[kind]["subset"]
@@ -153,7 +159,8 @@ def evaluation_data(dataset=OMNIGLOT, protocol="vinyals", split=None, subset=Non
         return data, protocol, spec["within_group"], protocol
     split = split or "all"
     subset = subset or evaluation_subset(split)
-    data = load_dataset(dataset, split, subset, source, image_size, channels)
+    data = load_dataset(dataset, split, subset, source, image_size, channels,
+                        keep_channels=keep_channels)
     return data, f"{dataset} {split}/{subset}", False, None
 
 

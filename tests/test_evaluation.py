@@ -153,3 +153,20 @@ def test_first_episode_is_the_first_of_the_evaluated_stream(vinyals_test, sample
     for key in expected:
         np.testing.assert_array_equal(inputs[key], expected[key])
     np.testing.assert_array_equal(query_labels, expected_labels)
+
+
+def test_a_colour_model_is_evaluated_on_a_folders_colour(write_image_folder, tmp_path):
+    write_image_folder(tmp_path / "images", {f"kind{c}": 3 for c in range(3)}, size=(12, 10))
+    rgb = PrototypicalNetwork(image_size=16, filters=4, preprocessor="rgb")
+    ink = PrototypicalNetwork(image_size=16, filters=4)
+    assert evaluation.takes_colour(rgb) and not evaluation.takes_colour(ink)
+    shapes = {}
+    for model in (rgb, ink):
+        data, _, _, _ = evaluation.evaluation_data(
+            f"folder:{tmp_path / 'images'}", image_size=16,
+            keep_channels=evaluation.takes_colour(model))
+        shapes[evaluation.takes_colour(model)] = data.images.shape
+        rows = evaluation.evaluate_data(model, data, "folder", [(3, 1)], episodes=1,
+                                        queries=1, verbose=0)
+        assert rows[0]["episodes"] == 1
+    assert shapes == {True: (9, 16, 16, 3), False: (9, 16, 16, 1)}

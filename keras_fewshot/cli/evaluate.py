@@ -84,7 +84,8 @@ def main(argv):
         data, name, within_group, protocol = evaluation.evaluation_data(
             dataset, protocol, FLAGS.split or (config.split if dataset == config.dataset
                                                else None),
-            FLAGS.subset, FLAGS.data_dir, model.image_size, FLAGS.channels and int(FLAGS.channels))
+            FLAGS.subset, FLAGS.data_dir, model.image_size, FLAGS.channels and int(FLAGS.channels),
+            keep_channels=evaluation.takes_colour(model))
         queries = FLAGS.queries or 15
         episodes = FLAGS.episodes or evaluation.protocol_episodes(protocol)
         rows = evaluation.evaluate_data(model, data, name, settings, episodes, queries,
