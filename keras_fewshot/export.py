@@ -28,12 +28,21 @@ The SavedModel's inputs are declared with any rank: every request is checked ins
 input of the wrong rank or an empty image fails with InvalidArgumentError naming the input
 and its shape (a declared rank is not checked by TensorFlow when a signature is called).
 
+The metric models serve from constants: their exported functions hold the weights' values
+as graph constants (read when the SavedModel is written), not reads of the variables, so
+TensorFlow folds batch norm into the convolution kernels once, when it loads a function,
+instead of on every request, and oneDNN keeps its reordered copy of each constant kernel.
+The answers are the same as with the variables (the same operations on the same values); the
+variables are saved as well. Models whose weights exceed `CONSTANT_WEIGHTS_LIMIT` bytes
+(each signature holds its own copy) and the other families keep reading variables.
+
 The directory is written next to its destination and renamed into place, so an interrupted
 export never leaves a directory that looks like a model; `load_serving` checks a directory is
 complete before loading its signature. `export_tflite` writes the same signatures as one
 .tflite file (inputs of rank 4 / 1, any sizes: resize them in the interpreter).
 """
 
+import math
 import os
 import pathlib
 import re
@@ -50,6 +59,8 @@ SERVING_INPUTS = {"support_images": (tf.uint8, [None] * 4, "[S, H, W, C]"),
 SEQUENCE_SERVING_INPUTS = {"images": (tf.uint8, [None] * 4, "[T, H, W, C]"),
                            "labels": (tf.int32, [None], "[T]")}
 SUPPORT_INPUTS = ("support_images", "support_labels")
+# Largest total size of weights, in bytes, that the exported functions hold as constants.
+CONSTANT_WEIGHTS_LIMIT = 16 * 2 ** 20
 
 
 def _answers(logits):
@@ -110,11 +121,38 @@ def _code_inputs(model):
     return inputs
 
 
-def serving_functions(model, ranked=False):
-    """{signature name: (function of keyword tensors, {name: TensorSpec})} for `model`."""
+def uses_constant_weights(model):
+    """Whether `model`'s exported functions hold its weights as constants: the metric models
+    (a pure forward pass; `encode_support`) whose weights total at most
+    `CONSTANT_WEIGHTS_LIMIT` bytes."""
+    size = sum(math.prod(v.shape) * tf.as_dtype(v.dtype).size for v in model.weights)
+    return hasattr(model, "encode_support") and size <= CONSTANT_WEIGHTS_LIMIT
+
+
+def _with_constant_weights(model, body):
+    """`body` traced with every weight of `model` read as a constant of its current value
+    (Keras's StatelessScope maps each variable to a value; the values become the traced
+    graph's constants)."""
+    values = [(v, v.numpy()) for v in model.weights]
+
+    def frozen(**request):
+        with keras.StatelessScope(values):
+            return body(**request)
+    return frozen
+
+
+def serving_functions(model, ranked=False, constant_weights=None):
+    """{signature name: (function of keyword tensors, {name: TensorSpec})} for `model`;
+    `constant_weights` (None: `uses_constant_weights(model)`) traces them with the weights
+    as constants."""
+    if constant_weights is None:
+        constant_weights = uses_constant_weights(model)
+
     def endpoint(inputs, body):
         def fn(**request):
             return body(**_checked(request, inputs))
+        if constant_weights:
+            fn = _with_constant_weights(model, fn)
         return fn, _specs(inputs, ranked)
 
     if getattr(model, "training_task", None) == "sequences":
@@ -133,10 +171,10 @@ def serving_functions(model, ranked=False):
     return functions
 
 
-def _archive(model, ranked=False):
+def _archive(model, ranked=False, constant_weights=None):
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, (fn, specs) in serving_functions(model, ranked).items():
+    for name, (fn, specs) in serving_functions(model, ranked, constant_weights).items():
         archive.add_endpoint(name, _positional(fn, list(specs)),
                              input_signature=list(specs.values()))
     return archive
@@ -166,11 +204,12 @@ def _write_atomically(path, overwrite, write):
     return path
 
 
-def export_saved_model(model, path, overwrite=False):
+def export_saved_model(model, path, overwrite=False, constant_weights=None):
     """Writes `model` (an episodic classifier or a sequence model) as a SavedModel at `path`;
-    returns the path."""
-    return _write_atomically(path, overwrite, lambda staging: _archive(model).write_out(
-        str(staging), verbose=False))
+    returns the path. `constant_weights`: whether the functions hold the weights as
+    constants (None: `uses_constant_weights(model)`; False: they read the variables)."""
+    return _write_atomically(path, overwrite, lambda staging: _archive(
+        model, constant_weights=constant_weights).write_out(str(staging), verbose=False))
 
 
 def export_tflite(model, path, overwrite=False):

@@ -178,6 +178,35 @@ def test_cached_support_gives_the_one_shot_probabilities(metric_model, episode, 
                                    **{**code, key: code[key][..., :-1]})
 
 
+def _graph_ops(signature):
+    """Every op type of a loaded signature's graph and of the functions it calls."""
+    graph = signature.graph.as_graph_def()
+    return {n.op for n in graph.node} | {n.op for f in graph.library.function
+                                         for n in f.node_def}
+
+
+def test_signatures_hold_the_weights_as_constants(metric_model, episode, exported, tmp_path):
+    """The metric models' signatures read no variable (the weights are constants of their
+    graphs) and answer as the same model exported reading its variables, to round-off."""
+    name, model = metric_model
+    served = tf.saved_model.load(str(exported)).signatures
+    for signature in ("serving_default", "encode_support", "classify_encoded"):
+        ops = _graph_ops(served[signature])
+        assert "Conv2D" in ops and "ReadVariableOp" not in ops, signature
+    reading = tf.saved_model.load(str(export_saved_model(
+        model, tmp_path / "variables", constant_weights=False))).signatures
+    assert "ReadVariableOp" in _graph_ops(reading["serving_default"])
+    bound = probability_bound(logits_bound(model, name, episode, head_round_off=False))
+    for signature in ("serving_default", "classify_encoded"):
+        inputs = episode if signature == "serving_default" else {
+            "query_images": episode["query_images"],
+            **served["encode_support"](support_images=episode["support_images"],
+                                       support_labels=episode["support_labels"])}
+        constant, variable = (_numpy(s[signature](**inputs))["probabilities"]
+                              for s in (served, reading))
+        assert np.abs(constant - variable).max() <= bound, signature
+
+
 def test_cached_support_batched_and_several_queries(metric_model, rng, make_episode):
     name, model = metric_model
     batch, _ = make_episode(3, [1, 2, 1], 2, rng, batch=2)
