@@ -87,6 +87,11 @@ def test_get_preprocessor_by_name_and_as_is():
     assert type(rgb) is RGBPreprocessing and (rgb.image_size, rgb.channels, rgb.name) \
         == (84, 3, "pre")
     assert ImagePreprocessing is InkPreprocessing  # the old name still imports
+    config = keras.saving.serialize_keras_object(InkPreprocessing(20))
+    config["class_name"], config["registered_name"] = "ImagePreprocessing", \
+        "keras_fewshot>ImagePreprocessing"  # as a .keras file written before the rename
+    layer = keras.saving.deserialize_keras_object(config)
+    assert isinstance(layer, InkPreprocessing) and layer.image_size == 20
     layer = RGBPreprocessing(32)
     assert get_preprocessor(layer, 28) is layer
 

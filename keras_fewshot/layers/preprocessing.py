@@ -81,7 +81,9 @@ class InkPreprocessing(keras.layers.Layer):
         return {**super().get_config(), "image_size": self.image_size}
 
 
-ImagePreprocessing = InkPreprocessing  # its name before RGB images came
+# Its name before RGB images came: importable, and .keras files that recorded it still load.
+ImagePreprocessing = InkPreprocessing
+keras.saving.get_custom_objects()["keras_fewshot>ImagePreprocessing"] = InkPreprocessing
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
