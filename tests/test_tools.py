@@ -311,3 +311,20 @@ def test_the_command_lists_its_sub_commands(capsys):
         cli.main(["keras-fewshot", "clasify"])
     assert exit_.value.code == 2 and "unknown command 'clasify'" in capsys.readouterr().err
     assert set(cli.COMMANDS) == {p.stem for p in TOOLS_DIR.glob("*.py")}
+
+
+def test_evaluate_converts_channels_as_the_run_did(run_python, write_image_folder, tmp_path):
+    """A folder of gray and colour files needs --channels; evaluate takes the run's."""
+    images = tmp_path / "images"
+    write_image_folder(images, {f"colour{c}": 4 for c in range(3)}, size=(16, 16))
+    write_image_folder(images, {f"gray{c}": 4 for c in range(3)}, size=(16, 16), channels=1)
+    run_python(TOOLS_DIR / "train.py", f"--model_dir={tmp_path / 'run'}",
+               f"--dataset=folder:{images}", "--split=random:train=0.5,test=0.5",
+               "--channels=3", "--image_size=16", '--model_config={"filters": 4}', "--ways=2",
+               "--shots=1", "--queries=1", "--episodes=2", "--episodes_per_epoch=2",
+               "--verbose=2")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["channels"] == 3 and config["model_config"]["preprocessor"] == "rgb"
+    proc = run_python(TOOLS_DIR / "evaluate.py", f"--model_dir={tmp_path / 'run'}",
+                      "--episodes=1", "--queries=1", "--setting=2x1")
+    assert "| 2-way 1-shot | 1 |" in proc.stdout

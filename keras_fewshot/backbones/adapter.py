@@ -2,15 +2,17 @@
 `include_top=False`, a keras-hub image backbone, or a Functional model of one's own.
 
     from keras_fewshot.backbones import ImageModelBackbone
+    from keras_fewshot.layers import RGBPreprocessing
     trunk = keras.applications.MobileNetV3Small(include_top=False, weights="imagenet",
                                                 input_shape=(224, 224, 3),
-                                                include_preprocessing=False)
-    model = PrototypicalNetwork(backbone=ImageModelBackbone(trunk), preprocessor="rgb",
-                                image_size=224)
+                                                include_preprocessing=False)  # reads [-1, 1]
+    model = PrototypicalNetwork(backbone=ImageModelBackbone(trunk), image_size=224,
+                                preprocessor=RGBPreprocessing(224, mean=(0.5,) * 3,
+                                                              std=(0.5,) * 3))
 
-The wrapped model reads the preprocessor's output (the "rgb" preprocessor's is ImageNet
-mean/std normalised: build a keras.applications model with `include_preprocessing=False`
-where it has that switch, or pick the preprocessor it expects). A rank-4 output [M, h, w, C]
+The wrapped model reads the preprocessor's output, so give it the scaling the model was
+trained with: the "rgb" preprocessor's default is ImageNet mean/std; (x - 0.5) / 0.5 gives
+MobileNetV3's [-1, 1] once its own preprocessing is switched off. A rank-4 output [M, h, w, C]
 is global-average-pooled to [M, C] unless `pooled=False`; a vector output passes through.
 The wrapped model is serialised with the adapter (keras.saving.serialize_keras_object), so a
 few-shot model holding it saves and loads as a `.keras` file.

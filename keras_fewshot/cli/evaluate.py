@@ -38,8 +38,8 @@ def define_flags(flag_values):
                         "own on its dataset, else all.", **fv)
     flags.DEFINE_string("subset", None, "Subset of that split; default: test (or all).", **fv)
     flags.DEFINE_enum("channels", None, ["1", "3"], "Convert images of a folder or TFDS "
-                      "dataset to 1 or 3 channels (default: as in the files, which must "
-                      "agree).", **fv)
+                      "dataset to 1 or 3 channels (default: as the run did on its own dataset, "
+                      "else as in the files, which must agree).", **fv)
     flags.DEFINE_enum("protocol", None, sorted(evaluation.PROTOCOLS), "Omniglot or sinusoid "
                       "evaluation protocol; default: the model's own (its zoo entry's, else its "
                       "training split's).", **fv)
@@ -84,7 +84,9 @@ def main(argv):
         data, name, within_group, protocol = evaluation.evaluation_data(
             dataset, protocol, FLAGS.split or (config.split if dataset == config.dataset
                                                else None),
-            FLAGS.subset, FLAGS.data_dir, model.image_size, FLAGS.channels and int(FLAGS.channels),
+            FLAGS.subset, FLAGS.data_dir, model.image_size,
+            int(FLAGS.channels) if FLAGS.channels else (
+                config.channels or None if dataset == config.dataset else None),
             keep_channels=evaluation.takes_colour(model))
         queries = FLAGS.queries or 15
         episodes = FLAGS.episodes or evaluation.protocol_episodes(protocol)
