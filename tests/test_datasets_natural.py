@@ -2,17 +2,24 @@
 on-disk formats (JPEG folders with CSVs, pickle caches, the CIFAR-100 python archive, the
 CUB_200_2011 folder), the packaged split lists, and the restricted unpickler."""
 
+import csv
+import dataclasses
 import functools
+import json
 import os
 import pickle
 import tarfile
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_fewshot import training
+from keras_fewshot.backbones import Conv4Embedding, ResNet12
 from keras_fewshot.data import benchmarks, cub, datasets, episode_dataset, load_dataset
 from keras_fewshot.data import LabelledImages, mini_imagenet, safe_pickle, select_subset
+from keras_fewshot.layers.preprocessing import RGBPreprocessing
 
 SUBSETS = ("train", "val", "test")
 # CIFAR-100's superclasses (coarse labels, in label order) and their fine classes.
@@ -526,3 +533,78 @@ def test_evaluation_measures_a_benchmark_by_its_own_protocol(ravi_dir):
     rows = evaluation.evaluate_data(model, data, name, [(2, 1)], episodes=2, queries=1,
                                     verbose=0, protocol=protocol)
     assert [(r["ways"], r["shots"], r["episodes"]) for r in rows] == [(2, 1, 2)]
+
+
+# --- a few training steps on each source -------------------------------------------------
+
+# (data set, fixture holding its copy): mini-ImageNet both as Ravi's folder and as the pickle
+# caches. ways=2 throughout: some copies hold only 2 classes a subset.
+SOURCES = [("mini_imagenet", "ravi_dir"), ("mini_imagenet", "cache_dir"),
+           ("cifar_fs", "cifar_dir"), ("fc100", "cifar_dir"), ("cub", "cub_dir")]
+TRAIN_SIZE = 16  # ResNet-12 and conv4 both pool 4 times: 16 -> 1
+
+
+def tiny_resnet12():
+    """A ResNet-12 of widths 4-4-8-8, serialised as a model_config's backbone spec."""
+    return keras.saving.serialize_keras_object(ResNet12(filters=(4, 4, 8, 8), name="embedding"))
+
+
+# MAML first-order with one test-time step: what differs between sources is the data, and
+# the second-order meta-gradient doubles the run's cost (tests/test_meta.py checks it).
+RUNS = {"protonet_resnet12": ("protonet", {"backbone": tiny_resnet12, "preprocessor": "rgb",
+                                           "image_size": TRAIN_SIZE}),
+        "maml_conv4": ("maml", {"ways": 2, "backbone": "conv4", "filters": 4,
+                                "preprocessor": "rgb", "image_size": TRAIN_SIZE,
+                                "first_order": True, "test_inner_steps": 1})}
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+@pytest.mark.parametrize("dataset, fixture", SOURCES, ids=[f"{d}-{f}" for d, f in SOURCES])
+def test_a_few_training_steps_on_each_source(request, tmp_path, dataset, fixture, run):
+    """Two steps through the real training entry (ProtoNet with a tiny ResNet-12, MAML with
+    conv4, both with the RGB preprocessor): the run keeps colour end to end, writes its
+    files and reloads to the same logits."""
+    spec = f"{dataset}:{request.getfixturevalue(fixture)}"
+    model_name, model_config = RUNS[run]
+    model_config = {k: v() if callable(v) else v for k, v in model_config.items()}
+    split, subset = datasets.default_split(spec)
+    config = training.TrainConfig(model=model_name, model_config=model_config, dataset=spec,
+                                  split=split, subset=subset, ways=2, shots=1, queries=1,
+                                  episodes=2, episodes_per_epoch=2, seed=1)
+    model_dir = tmp_path / "run"
+    model = training.train(config, model_dir, verbose=0)
+
+    assert int(model.optimizer.iterations.numpy()) == 2
+    written = json.loads((model_dir / "config.json").read_text())
+    assert written["dataset"] == spec and written["model_config"]["preprocessor"] == "rgb"
+    assert written["model_config"]["backbone"] == model_config["backbone"]
+    assert training.read_config(model_dir) == config
+    assert (model_dir / training.WEIGHTS_FILE).is_file()
+    assert (model_dir / "checkpoints" / "ckpt-2.weights.h5").is_file()
+    with open(model_dir / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and np.isfinite(float(rows[0]["loss"]))
+
+    # Colour kept: the training images have 3 channels that differ, the training stream
+    # carries them, and the backbone's first convolution was built on (and trained with)
+    # the RGB preprocessor's 3 channels.
+    data = training.load_data(config, subset)
+    assert data.images.shape[1:] == (TRAIN_SIZE, TRAIN_SIZE, 3)
+    assert np.any(data.images[..., 0] != data.images[..., 1])
+    (inputs, _), = training.training_dataset(
+        dataclasses.replace(config, episodes=1), model, data).as_numpy_iterator()
+    assert inputs["support_images"].shape[-3:] == (TRAIN_SIZE, TRAIN_SIZE, 3)
+    assert isinstance(model.preprocess, RGBPreprocessing)
+    backbone = model.embedding if model_name == "protonet" else model.meta.learner.layers[0]
+    assert isinstance(backbone, ResNet12 if model_name == "protonet" else Conv4Embedding)
+    first_kernel = next(w for w in backbone.weights if len(w.shape) == 4)
+    assert first_kernel.shape[2] == 3
+
+    # The released run rebuilds the same model: identical logits on a fixed test episode.
+    test = training.load_data(config, "test")
+    (episode, _), = episode_dataset(test.images, test.labels, 2, 1, 1, seed=5,
+                                    num_episodes=1).as_numpy_iterator()
+    reloaded = training.model_from_dir(model_dir)
+    logits = model(episode, training=False).numpy()
+    assert np.all(np.isfinite(logits))
+    np.testing.assert_array_equal(reloaded(episode, training=False).numpy(), logits)
