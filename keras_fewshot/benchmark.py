@@ -16,7 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_fewshot import export, training
-from keras_fewshot.data import episode_dataset, sequence_dataset
+from keras_fewshot.data import LabelledImages, episode_dataset, sequence_dataset
+from keras_fewshot.training.data import RGB, run_preprocessor
 from keras_fewshot.models import build_model
 
 
@@ -114,6 +115,22 @@ def meta_step_ms(config, data, repeats=5):
             "first_step_s": round(first, 1),
             **_timed(lambda: model.train_on_batch(inputs, labels), repeats, warmup=1),
             "peak_memory_mb": peak_memory_mb()["mb"]}
+
+
+def synthetic_data(config, seed=0) -> LabelledImages:
+    """Random uint8 images in place of `config`'s data set (e.g. a natural-image benchmark
+    whose files are not on the machine), as `training.load_data` gives them: at the model's
+    resolution, with 3 channels for an RGB preprocessor, else 1; `config.ways` classes with
+    enough examples each for one training element. A step's time does not depend on the
+    pixels."""
+    per_class = max(config.shots + config.queries, config.instances, 2)
+    channels = 3 if run_preprocessor(config) == RGB else 1
+    size = config.image_size
+    images = np.random.default_rng(seed).integers(
+        0, 256, (config.ways * per_class, size, size, channels), dtype=np.uint8)
+    return LabelledImages(images, np.repeat(np.arange(config.ways, dtype=np.int32), per_class),
+                          tuple(f"class{c}" for c in range(config.ways)),
+                          np.zeros(config.ways, np.int32))
 
 
 def inference_ms(model, data, ways, shots, queries, repeats=20):

@@ -6,10 +6,12 @@ import pathlib
 import re
 import sys
 
+import keras
 import pytest
 from absl import flags
 
-from keras_fewshot import cli
+from keras_fewshot import benchmark, cli, training
+from keras_fewshot.backbones import ResNet12
 from keras_fewshot.classify import sample_dir
 from keras_fewshot.cli import benchmark as benchmark_command
 from keras_fewshot.cli import classify as classify_command
@@ -132,6 +134,31 @@ def test_benchmark_tool_times_regression_zoo_models_by_their_meta_step(run_pytho
     assert maml["ms_median"] > 0 and maml["peak_memory_mb"] > 0
     assert maml["repeats"] == pretrained["repeats"] == 1
     assert rows[0]["dtype_policy"] == rows[2]["dtype_policy"] == "mixed_bfloat16"
+
+
+def test_benchmark_tool_times_a_training_step_on_synthetic_images(run_python):
+    """--synthetic_data: the ResNet-12 ProtoNet's 5-way 5-shot 15-query RGB step without its
+    data set (here a tiny ResNet-12 at 16x16, one repeat); the row names what it measured."""
+    backbone = keras.saving.serialize_keras_object(ResNet12((2, 2, 2, 2), name="embedding"))
+    config = {"model": "protonet", "ways": 5, "shots": 5, "queries": 15,
+              "model_config": {"backbone": backbone, "preprocessor": "rgb", "image_size": 16}}
+    proc = run_python(TOOLS_DIR / "benchmark.py", "--synthetic_data", "--repeats=1",
+                      f"--meta_config={json.dumps(config)}", "--data_dir=/nonexistent")
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["measure"] for r in rows] == ["environment", "meta_step_ms"]
+    row = rows[1]
+    assert (row["model"], row["episode"], row["tasks"], row["data"]) == (
+        "protonet", "5w5s15q", 1, "synthetic")
+    assert (row["preprocessor"], row["image_size"], row["backbone"]["class_name"]) == (
+        "rgb", 16, "ResNet12")
+    assert {"ms_median", "cpu_ms_median", "first_step_s", "peak_memory_mb"} <= set(row)
+    assert row["repeats"] == 1
+    # The images are what load_data would give that model: its resolution, its channels.
+    rgb = training.TrainConfig.from_dict(config)
+    data = benchmark.synthetic_data(rgb)
+    assert data.images.shape == (5 * 20, 16, 16, 3) and data.num_classes == 5
+    ink = benchmark.synthetic_data(training.TrainConfig(model="protonet", ways=3))
+    assert ink.images.shape[1:] == (28, 28, 1) and ink.num_classes == 3
 
 
 TINY_LSTM = {"classes": 3, "image_size": 8, "units": 8}
