@@ -9,6 +9,7 @@ import dataclasses
 import os
 import resource
 import statistics
+import threading
 import time
 
 import keras
@@ -179,6 +180,38 @@ def cached_query_ms(saved_model_dir, data, ways=5, shots=1, repeats=50):
             **_timed(lambda: classify(query_images=query, **code)["classes"].numpy(), repeats)}
 
 
+def threaded_serving(saved_model_dir, data, threads=8, seconds=10.0, ways=5, shots=1):
+    """Requests/s and per-request latency (p50, p99) of one loaded SavedModel serving
+    `threads` client threads at once for `seconds`, each sending the one-query request."""
+    serve = export.load_serving(saved_model_dir)
+    inputs = _one_query_request(data, ways, shots)
+    serve(**inputs)["classes"].numpy()  # traced and warm before the clock starts
+    latencies = [[] for _ in range(threads)]
+    deadline = time.perf_counter() + seconds
+
+    def client(times):  # at least one request each, then until the deadline
+        while not times or time.perf_counter() < deadline:
+            start = time.perf_counter()
+            serve(**inputs)["classes"].numpy()
+            times.append(1000.0 * (time.perf_counter() - start))
+
+    ticks = _machine_cpu_ticks()
+    start = time.perf_counter()
+    workers = [threading.Thread(target=client, args=(times,)) for times in latencies]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - start
+    times = np.sort(np.concatenate([np.asarray(t) for t in latencies]))
+    return {"measure": "serving_threads", "episode": f"{ways}w{shots}s, 1 query",
+            "threads": threads, "requests": int(times.size),
+            "requests_per_s": round(times.size / elapsed, 1),
+            "p50_ms": round(float(np.percentile(times, 50)), 2),
+            "p99_ms": round(float(np.percentile(times, 99)), 2),
+            "steal_percent": _steal_percent(ticks, _machine_cpu_ticks())}
+
+
 def serving_peer_ratios(model, saved_model_dir, data, ways=5, shots=1, rounds=5, calls=60):
     """The SavedModel's one-query request and cached-support query against an eager PyTorch
     ProtoNet with the same weights and preprocessing doing the same work, timed alternately
@@ -268,14 +301,16 @@ def tflite_ms(tflite_path, data, ways=5, shots=1, repeats=50):
                       repeats)}]
 
 
-def serving_rows(model, saved_model_dir, data, repeats=50):
+def serving_rows(model, saved_model_dir, data, repeats=50, threads_seconds=10.0):
     """Every serving measure of an exported episodic classifier: the 5-way 1-shot request
-    with 5 queries (one per class) and with one query, the cached-support query (metric
+    with 5 queries (one per class) and with one query, 8 client threads sending the
+    one-query request for `threads_seconds` (requests/s, p50 / p99), the cached-support query (metric
     models), where torch is importable the PyTorch ProtoNet peer, and (metric models) the
     TFLite file's size and its request and cached query in the interpreter (written next
     to the SavedModel)."""
     rows = [serving_ms(saved_model_dir, data, 5, 1, 1, repeats),
-            one_query_serving_ms(saved_model_dir, data, 5, 1, repeats)]
+            one_query_serving_ms(saved_model_dir, data, 5, 1, repeats),
+            threaded_serving(saved_model_dir, data, threads=8, seconds=threads_seconds)]
     if hasattr(model, "encode_support"):
         rows.append(cached_query_ms(saved_model_dir, data, 5, 1, repeats))
     peers = serving_peer_ratios(model, saved_model_dir, data, 5, 1,

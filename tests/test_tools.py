@@ -88,6 +88,9 @@ def test_benchmark_tool_prints_one_json_line_per_measurement(run_python, omniglo
         if "ms_median" in row:
             assert row["ms_median"] > 0 and row["repeats"] >= 1
             assert 0 <= row["steal_percent"] <= 100  # Linux: /proc/stat is there
+    threads, = [row for row in rows if row["measure"] == "serving_threads"]
+    assert threads["threads"] == 8 and threads["requests"] >= 8  # each client's first one
+    assert 0 < threads["p50_ms"] <= threads["p99_ms"] and threads["requests_per_s"] > 0
 
 
 def test_steal_is_the_hypervisors_share_of_the_machines_cpu_time():

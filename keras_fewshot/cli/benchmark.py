@@ -108,7 +108,8 @@ def measure_zoo_model(name):
             path = export.export_saved_model(model, f"{tmp}/model")
             rows += ([benchmark.sequence_serving_ms(path, data, *shape, 5 * FLAGS.repeats)]
                      if sequences else
-                     benchmark.serving_rows(model, path, data, 5 * FLAGS.repeats))
+                     benchmark.serving_rows(model, path, data, 5 * FLAGS.repeats,
+                                            threads_seconds=min(10.0, FLAGS.repeats / 6)))
     if "train" in FLAGS.measure:
         rows.append(benchmark.train_step_ms(model, config, train_data, FLAGS.repeats,
                                             jit_compile=FLAGS.jit_compile))
