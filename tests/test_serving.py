@@ -21,11 +21,6 @@ from keras_fewshot.export import export_saved_model, export_tflite, load_serving
 from keras_fewshot.layers.conv4 import BatchNormalization
 from keras_fewshot.models import build_model
 
-# TensorFlow's own interpreter is the converter's companion here (ai_edge_litert is not a
-# dependency); TF 2.21 warns that it moves to LiteRT.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
-
 U = 2.0 ** -24  # float32 unit round-off
 FOLD_ULPS = 6   # the folded kernel and bias: rsqrt (<= 2 ulp), a sum and up to 3 products
 
