@@ -76,3 +76,12 @@ def test_sinusoid_evaluation_reports_mse_per_inner_steps():
     table = evaluation.markdown_table(rows)
     assert "| sinusoid | 5 | 10 | 30 |" in table and "MSE" in table
 
+
+
+def test_a_regression_task_as_python_lists_gives_what_arrays_give():
+    model = MAMLRegressor(hidden_units=(4,))
+    task = {"support_x": [[0.0], [1.0]], "support_y": [[0.0], [1.0]], "query_x": [[0.5]]}
+    as_arrays = {k: np.asarray(v, np.float32) for k, v in task.items()}
+    np.testing.assert_array_equal(np.asarray(model(task)), np.asarray(model(as_arrays)))
+    with pytest.raises(ValueError, match="support_x must hold numbers only"):
+        model({**task, "support_x": [[0.0], ["one"]]})

@@ -199,7 +199,15 @@ def merge_leading(x):
     return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], axis=0))
 
 
-class EpisodicClassifier(FromPreset, keras.Model):
+class TakesPythonLists:
+    """keras.Model mixin: Python lists (and numbers) in the input dict become numpy arrays
+    (`as_arrays`) before Keras sees them; Keras takes only tensors and arrays."""
+
+    def __call__(self, inputs, *args, **kwargs):
+        return super().__call__(as_arrays(inputs), *args, **kwargs)
+
+
+class EpisodicClassifier(TakesPythonLists, FromPreset, keras.Model):
     """Base of every classifier in the zoo: validates, batches, calls `classify`.
 
     Subclasses implement `classify(support_images [B,S,H,W,C], support_labels [B,S],
@@ -219,10 +227,6 @@ class EpisodicClassifier(FromPreset, keras.Model):
 
     def training_metrics(self):
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-
-    def __call__(self, inputs, *args, **kwargs):
-        # Keras takes only tensors and arrays: Python lists in the dict become arrays first.
-        return super().__call__(as_arrays(inputs), *args, **kwargs)
 
     def call(self, inputs, training=False):
         episode = validate_episode(inputs, self.fixed_ways, self.max_ways)

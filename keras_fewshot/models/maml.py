@@ -13,7 +13,8 @@ import tensorflow as tf
 
 from keras_fewshot.meta import ALGORITHMS, MetaTrainStep
 from keras_fewshot.models.components import ImageModelMixin, make_backbone
-from keras_fewshot.models.episodic import EpisodicClassifier, merge_leading, validate_episode
+from keras_fewshot.models.episodic import (EpisodicClassifier, TakesPythonLists, merge_leading,
+                                           validate_episode)
 from keras_fewshot.models.preset import FromPreset
 
 
@@ -92,7 +93,7 @@ REGRESSION_KEYS = ("support_x", "support_y", "query_x")
 
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
-class MAMLRegressor(MetaTrainStep, FromPreset, keras.Model):
+class MAMLRegressor(MetaTrainStep, TakesPythonLists, FromPreset, keras.Model):
     """Finn et al. (2017, sec. 5.1) regression model: an MLP (ReLU, 40-40 by default) adapted
     to each task's support points inside the call.
 

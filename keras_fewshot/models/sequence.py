@@ -20,8 +20,8 @@ import keras
 import tensorflow as tf
 
 from keras_fewshot.layers import InkPreprocessing
-from keras_fewshot.models.episodic import (_check, _tensor, as_arrays, check_label_range,
-                                           merge_leading)
+from keras_fewshot.models.episodic import (TakesPythonLists, _check, _tensor, as_arrays,
+                                           check_label_range, merge_leading)
 from keras_fewshot.models.preset import FromPreset
 
 SEQUENCE_KEYS = ("images", "labels")
@@ -88,7 +88,7 @@ def shifted_labels(labels, classes):
     return tf.concat([first, tf.one_hot(labels[:, :-1], classes)], axis=1)
 
 
-class SequenceClassifier(FromPreset, keras.Model):
+class SequenceClassifier(TakesPythonLists, FromPreset, keras.Model):
     """Base of the sequence models: validates, preprocesses, shifts labels, calls `steps`.
 
     The input of step t is [pixels of images[t] flattened; one-hot labels[t - 1]].
@@ -112,10 +112,6 @@ class SequenceClassifier(FromPreset, keras.Model):
 
     def training_metrics(self):
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-
-    def __call__(self, inputs, *args, **kwargs):
-        # Keras takes only tensors and arrays: Python lists in the dict become arrays first.
-        return super().__call__(as_arrays(inputs), *args, **kwargs)
 
     def call(self, inputs, training=False):
         sequence = validate_sequence(inputs, self.classes)
