@@ -75,6 +75,17 @@ def test_siamese_pair_scorer_and_episode_scores_agree(make_episode, rng):
         np.testing.assert_allclose(logits[q], expected, rtol=1e-4, atol=1e-5)
 
 
+
+def test_siamese_pairs_of_two_sizes_and_mismatched_counts(rng):
+    model = build_model("siamese", {"dense_units": 16})
+    small = rng.integers(0, 256, (3, 28, 28, 1), dtype=np.uint8)
+    large = tf.image.resize(small, (56, 56), method="nearest").numpy()  # each pixel 2x2
+    np.testing.assert_array_equal(
+        model({"first_images": small, "second_images": large}).numpy(),
+        model({"first_images": small, "second_images": small}).numpy())  # area resize: same
+    with pytest.raises(ValueError, match="same number of images"):
+        model({"first_images": small, "second_images": small[:2]})
+
 def test_within_group_negatives_pair_two_classes_of_one_group():
     labels = np.repeat(np.arange(12), 3)
     groups = np.array([0, 0, 0, 1, 1, 1, 1, 2, 3, 3, 4, 5])  # classes 7, 10, 11 alone

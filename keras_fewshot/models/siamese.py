@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from keras_fewshot.layers import NonPositive, SiameseL1Head
 from keras_fewshot.models.components import ImageModelMixin, make_backbone
+from keras_fewshot.models.episodic import _check
 from keras_fewshot.models.metric import MetricClassifier
 
 PAIR_KEYS = ("first_images", "second_images")
@@ -91,8 +92,13 @@ class SiameseNetwork(ImageModelMixin, MetricClassifier):
                 raise ValueError(f"{name} must be uint8 [P, H, W, C], got {x.dtype.name} "
                                  f"{x.shape}")
         count = tf.shape(first_images)[0]
-        both = self.features(self.preprocess(tf.concat([first_images, second_images], 0)),
-                             training)
+        checks = _check(count == tf.shape(second_images)[0],
+                        "first_images and second_images must hold the same number of images "
+                        "(one pair each)")
+        with tf.control_dependencies(checks):  # each side at model size, then one pass
+            pixels = tf.concat([self.preprocess(first_images),
+                                self.preprocess(second_images)], 0)
+            both = self.features(pixels, training)
         return self.head(both[:count], both[count:])
 
     def support_code(self, support_features, support_labels, num_classes, training=False):
