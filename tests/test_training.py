@@ -198,6 +198,25 @@ def test_sensible_settings_pass(changes):
     dataclasses.replace(TINY, **changes).validate()
 
 
+@pytest.mark.parametrize("schedule, expected", [
+    # step: x0.5 every 8 episodes = 2 steps of 4 episodes; linear: 1 -> 0 over 40 / 4 steps
+    ("step", {0: 1.0, 1: 1.0, 2: 0.5, 5: 0.25, 10: 0.03125}),
+    ("linear", {0: 1.0, 1: 0.9, 5: 0.5, 9: 0.1, 10: 0.0}),
+])
+def test_learning_rate_schedules(schedule, expected):
+    config = dataclasses.replace(TINY, learning_rate=1.0, episodes=40, episodes_per_step=4,
+                                 episodes_per_epoch=4, lr_decay_every=8, lr_decay_rate=0.5,
+                                 lr_schedule=schedule)
+    config.validate()
+    rate = loop.learning_rate_schedule(config)
+    assert {step: float(rate(step)) for step in expected} == pytest.approx(expected, abs=1e-7)
+
+
+def test_unknown_learning_rate_schedule_is_refused():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        dataclasses.replace(TINY, lr_schedule="cosine").validate()
+
+
 def test_mixed_bfloat16_trains_in_bfloat16_and_releases_a_float32_model(omniglot_dir,
                                                                         tmp_path, episode):
     config = dataclasses.replace(TINY, dtype_policy="mixed_bfloat16", episodes=2)

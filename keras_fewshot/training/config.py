@@ -23,6 +23,7 @@ from keras_fewshot.training.files import write_text_durably
 CONFIG_FILE = "config.json"
 DTYPE_POLICIES = ("float32", "mixed_bfloat16")
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
+LR_SCHEDULES = ("step", "linear")
 
 
 def setting(default=dataclasses.MISSING, *, help, choices=None, flag_default=dataclasses.MISSING,
@@ -89,6 +90,11 @@ class TrainConfig:
     lr_decay_every: int = setting(2000, help="Multiply the learning rate by --lr_decay_rate "
                                   "every this many episodes.")
     lr_decay_rate: float = setting(0.5, help="Learning-rate decay factor.")
+    lr_schedule: str = setting(
+        "step", choices=LR_SCHEDULES,
+        help="step: the rate is multiplied by --lr_decay_rate every --lr_decay_every episodes; "
+        "linear: it falls in a straight line from --learning_rate to 0 at the last step (Reptile's "
+        "annealed outer step size, Nichol et al. 2018, sec. 6).")
     seed: int = setting(0, help="Episode stream seed.")
     init_from: str = setting("", help="A training directory whose final weights initialise "
                              "this run (fine-tuning); the optimizer starts fresh.")
@@ -138,12 +144,10 @@ class TrainConfig:
             raise ValueError("episodes must be a multiple of episodes_per_epoch")
         if self.lr_decay_every % self.episodes_per_step:
             raise ValueError("lr_decay_every must be a multiple of episodes_per_step")
-        if self.dtype_policy not in DTYPE_POLICIES:
-            raise ValueError(f"dtype_policy must be one of {list(DTYPE_POLICIES)}, got "
-                             f"{self.dtype_policy!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got "
-                             f"{self.optimizer!r}")
+        for field in dataclasses.fields(self):  # the enums: optimizer, schedule, precision
+            choices, value = field.metadata.get("choices"), getattr(self, field.name)
+            if isinstance(value, str) and choices and value not in choices:
+                raise ValueError(f"{field.name} must be one of {list(choices)}, got {value!r}")
         if self.dataset not in (OMNIGLOT, SINUSOID) and (self.within_alphabet
                                                             or self.rotations):
             raise ValueError("within_alphabet and rotations need Omniglot's alphabets; "

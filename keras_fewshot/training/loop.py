@@ -63,10 +63,7 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1,
             if not hasattr(model, "embedding"):
                 raise ValueError(f"freeze_embedding: {config.model} has no embedding layer")
             model.embedding.trainable = False
-        schedule = keras.optimizers.schedules.ExponentialDecay(
-            config.learning_rate, decay_steps=config.lr_decay_every // config.episodes_per_step,
-            decay_rate=config.lr_decay_rate, staircase=True)
-        optimizer = OPTIMIZERS[config.optimizer](schedule)
+        optimizer = OPTIMIZERS[config.optimizer](learning_rate_schedule(config))
         optimizer.build(model.trainable_variables)
         model.compile(optimizer=optimizer,
                       loss=model.training_loss(), metrics=model.training_metrics())
@@ -86,6 +83,19 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1,
         return _fit(config, model, data, Checkpoints(scratch / CHECKPOINTS_DIR), scratch, 0)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def learning_rate_schedule(config: TrainConfig):
+    """The outer learning rate by optimizer step: `config.lr_schedule` "step" (multiplied by
+    lr_decay_rate every lr_decay_every episodes) or "linear" (learning_rate to 0 over the
+    run's steps, as Reptile's outer step size, Nichol et al. 2018)."""
+    if config.lr_schedule == "linear":
+        return keras.optimizers.schedules.PolynomialDecay(
+            config.learning_rate, decay_steps=config.episodes // config.episodes_per_step,
+            end_learning_rate=0.0, power=1.0)
+    return keras.optimizers.schedules.ExponentialDecay(
+        config.learning_rate, decay_steps=config.lr_decay_every // config.episodes_per_step,
+        decay_rate=config.lr_decay_rate, staircase=True)
 
 
 def _copy_embedding(source, target, where):
