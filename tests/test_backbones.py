@@ -178,6 +178,15 @@ def test_get_backbone_by_name_config_or_layer():
         get_backbone(12)
 
 
+def test_files_written_before_conv4_moved_still_load():
+    """Keras finds a registered class by its registered name ("keras_fewshot>..."), not by
+    the module a file records: configs naming the old keras_fewshot.layers.conv4 load."""
+    for layer in (Conv4Embedding(8), BatchNormalization()):
+        config = keras.saving.serialize_keras_object(layer)
+        config["module"] = "keras_fewshot.layers.conv4"
+        assert type(keras.saving.deserialize_keras_object(config)) is type(layer)
+
+
 def test_protonet_resnet12_rgb_saves_and_loads_to_the_same_logits(rng, tmp_path):
     named = PrototypicalNetwork(backbone="resnet12", preprocessor="rgb", image_size=32)
     assert isinstance(named.embedding, ResNet12) and named.embedding.filters[-1] == 640

@@ -7,7 +7,7 @@ too. Second order differentiates the same forward and backward values once more,
 float32 error is held to twice the first-order one's (one more pass of the same round-off).
 TensorFlow's fused batch-norm kernel breaks that bound: the gradient registered for its
 gradient kernel is inexact (3-20% off in the first three blocks, measured), which is why a
-second-order learner computes batch norm op by op (keras_fewshot/layers/conv4.py).
+second-order learner computes batch norm op by op (keras_fewshot/backbones/conv4.py).
 
 bf16 compute:
 bfloat16 keeps 8 significant bits, so storing the learner's weights in it alone moves each by

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from keras_fewshot.export import export_saved_model, export_tflite, load_serving
-from keras_fewshot.layers.conv4 import BatchNormalization
+from keras_fewshot.backbones.conv4 import BatchNormalization
 from keras_fewshot.models import build_model
 
 U = 2.0 ** -24  # float32 unit round-off
