@@ -29,12 +29,11 @@ class BatchNormalization(keras.layers.BatchNormalization):
     layer's computation. It keeps the Keras class name because weights files key a list's
     layers by class name: files written with the Keras layer load into this one.
 
-    `fused_training=False` computes training-mode batch norm op by op as Keras does: the
-    gradient TensorFlow registers for the fused gradient kernel (the second derivative) is
-    inexact, so a learner differentiated twice (second-order MAML) needs this. Measured on
-    real 5-way 1-shot episodes against a float64 reference, the fused kernel's second-order
-    meta-gradient was 3-20% off in the first three blocks, 10-30x the float32 error of the
-    op-by-op computation (tests/test_meta.py)."""
+    `fused_training=False` computes training-mode batch norm op by op, as Keras does but with
+    exact second derivatives (`_moments`). Both paths give second-order MAML its exact
+    meta-gradient (tests/test_maml_second_order.py; on a small conv4 and ResNet-12 learner
+    the fused kernel's float32 meta-gradient is within 3e-6 of the float64 one); the fused
+    kernel is the faster."""
 
     def __init__(self, fused_training=True, **kwargs):
         super().__init__(**kwargs)
@@ -62,6 +61,20 @@ class BatchNormalization(keras.layers.BatchNormalization):
         self.moving_variance.assign(self.moving_variance * self.momentum
                                     + variance * (1.0 - self.momentum))
         return tf.cast(outputs, self.compute_dtype)
+
+    def _moments(self, inputs, mask):
+        """The batch mean and biased variance of the op-by-op path (Keras's hook), the
+        variance differentiated through the mean as well. tf.nn.moments, which Keras uses,
+        stops the mean's gradient there: exact to first order, where var's derivative in the
+        mean is zero, but it drops -2/n^2 from every second derivative, so second-order MAML's
+        meta-gradient was wrong by up to the size of its second-order part."""
+        if mask is not None or self.synchronized:
+            return super()._moments(inputs, mask)
+        mean = tf.reduce_mean(inputs, self._reduction_axes, keepdims=True)
+        variance = tf.reduce_mean(tf.math.squared_difference(inputs, mean),
+                                  self._reduction_axes, keepdims=True)
+        return (tf.squeeze(mean, self._reduction_axes),
+                tf.squeeze(variance, self._reduction_axes))
 
     def folded_conv(self, conv, inputs):
         """`conv` (a linear, stride-1, 'same' Conv2D) and then this layer in inference mode,
