@@ -17,7 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_fewshot import export, training
-from keras_fewshot.data import LabelledImages, episode_dataset, sequence_dataset
+from keras_fewshot.data import LabelledImages
+from keras_fewshot.tasks.episodes import first_episode
 from keras_fewshot.training.data import RGB, run_preprocessor
 from keras_fewshot.models import build_model
 
@@ -58,22 +59,6 @@ def _timed(fn, repeats, warmup=2):
             "steal_percent": _steal_percent(ticks, _machine_cpu_ticks()), "repeats": repeats}
 
 
-def _episode(data, ways, shots, queries):
-    return next(iter(episode_dataset(data.images, data.labels, ways, shots, queries, seed=0,
-                                     num_episodes=1)))
-
-
-def _step_input(config, model):
-    """What one optimizer step of `config` trains on, e.g. "32 episodes of 5w1s5q"."""
-    if model.training_task == "pairs":
-        return f"{config.pairs} pairs"
-    if model.training_task == "sequences":
-        return f"{config.episodes_per_step} sequences of {config.ways}x{config.instances}"
-    shape = f"{config.ways}w{config.shots}s{config.queries}q"
-    return f"{config.episodes_per_step} episodes of {shape}" if config.episodes_per_step > 1 \
-        else shape
-
-
 def train_step_ms(model, config, data, repeats=10, jit_compile=False):
     """One optimizer step of `model.fit`'s train function on the element `config` trains on
     (its `episodes_per_step` episodes or sequences, or a batch of pairs), with the model's
@@ -81,7 +66,7 @@ def train_step_ms(model, config, data, repeats=10, jit_compile=False):
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=model.training_loss(),
                   jit_compile=jit_compile)
     inputs, labels = next(iter(training.training_dataset(config, model, data)))
-    return {"measure": "train_ms_per_step", "episode": _step_input(config, model),
+    return {"measure": "train_ms_per_step", "episode": model.task_kind.step_input(config),
             **_timed(lambda: model.train_on_batch(inputs, labels), repeats)}
 
 
@@ -90,10 +75,10 @@ def pipeline_steps_per_s(model, config, data, steps=100, warmup=10):
     optimizer steps' worth of input delivered per second, over `steps` steps after
     `warmup`. Divided by the training step's rate, it says how far the pipeline outpaces
     training."""
-    per_step = 1 if model.training_task == "pairs" else config.episodes_per_step
     stream = training.training_dataset(
-        dataclasses.replace(config, episodes=(steps + warmup) * per_step), model, data)
-    return {"measure": "pipeline_steps_per_s", "episode": _step_input(config, model),
+        dataclasses.replace(config, episodes=(steps + warmup) * config.episodes_per_step),
+        model, data)
+    return {"measure": "pipeline_steps_per_s", "episode": model.task_kind.step_input(config),
             "steps_per_s": round(_elements_per_s(stream, steps, warmup), 1), "steps": steps}
 
 
@@ -110,9 +95,7 @@ def meta_step_ms(config, data, repeats=5):
     first = time.perf_counter() - start
     return {"measure": "meta_step_ms", "model": config.model, **config.model_config,
             "tasks": config.episodes_per_step,
-            "episode": (f"{config.shots} support + {config.queries} query points"
-                        if config.dataset == "sinusoid"
-                        else f"{config.ways}w{config.shots}s{config.queries}q"),
+            "episode": model.task_kind.task_shape(config),
             "first_step_s": round(first, 1),
             **_timed(lambda: model.train_on_batch(inputs, labels), repeats, warmup=1),
             "peak_memory_mb": peak_memory_mb()["mb"]}
@@ -134,28 +117,28 @@ def synthetic_data(config, seed=0) -> LabelledImages:
                           np.zeros(config.ways, np.int32))
 
 
-def inference_ms(model, data, ways, shots, queries, repeats=20):
-    """A forward pass (training=False) on one episode, inside a tf.function."""
-    inputs, _ = _episode(data, ways, shots, queries)
+def inference_ms(model, unit, shape, inputs, repeats=20):
+    """A forward pass (training=False) on one `unit` ("episode", "sequence": the model's task
+    kind's) of `shape`, inside a tf.function."""
+    inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
     predict = tf.function(lambda x: model(x, training=False))
-    return {"measure": "inference_ms_per_episode", "episode": f"{ways}w{shots}s{queries}q",
+    return {"measure": f"inference_ms_per_{unit}", unit: shape,
             **_timed(lambda: predict(inputs).numpy(), repeats)}
 
 
-def serving_ms(saved_model_dir, data, ways, shots, queries, repeats=50):
-    """One request through a loaded SavedModel's serving_default signature (in-process);
-    `queries` per class."""
+def serving_ms(saved_model_dir, unit, shape, inputs, repeats=50):
+    """One request (a `unit` of `shape`) through a loaded SavedModel's serving_default
+    signature (in-process)."""
     serve = export.load_serving(saved_model_dir)
-    inputs, _ = _episode(data, ways, shots, queries)
-    return {"measure": "serving_ms_per_request", "episode": f"{ways}w{shots}s{queries}q",
+    inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
+    return {"measure": "serving_ms_per_request", unit: shape,
             **_timed(lambda: serve(**inputs)["classes"].numpy(), repeats)}
 
 
 def _one_query_request(data, ways, shots):
     """A `ways`-way `shots`-shot support set and ONE query image (numpy arrays)."""
-    inputs, _ = _episode(data, ways, shots, 1)
-    return {k: np.asarray(v) for k, v in {**inputs,
-                                          "query_images": inputs["query_images"][:1]}.items()}
+    inputs, _ = first_episode(data, ways, shots, 1)
+    return {**inputs, "query_images": inputs["query_images"][:1]}
 
 
 def one_query_serving_ms(saved_model_dir, data, ways=5, shots=1, repeats=50):
@@ -301,15 +284,13 @@ def tflite_ms(tflite_path, data, ways=5, shots=1, repeats=50):
                       repeats)}]
 
 
-def serving_rows(model, saved_model_dir, data, repeats=50, threads_seconds=10.0):
-    """Every serving measure of an exported episodic classifier: the 5-way 1-shot request
-    with 5 queries (one per class) and with one query, 8 client threads sending the
-    one-query request for `threads_seconds` (requests/s, p50 / p99), the cached-support query (metric
-    models), where torch is importable the PyTorch ProtoNet peer, and (metric models) the
-    TFLite file's size and its request and cached query in the interpreter (written next
-    to the SavedModel)."""
-    rows = [serving_ms(saved_model_dir, data, 5, 1, 1, repeats),
-            one_query_serving_ms(saved_model_dir, data, 5, 1, repeats),
+def support_set_serving_rows(model, saved_model_dir, data, repeats=50, threads_seconds=10.0):
+    """The serving measures of an exported episodic classifier beyond its requests: the
+    5-way 1-shot request with one query, 8 client threads sending it for `threads_seconds`
+    (requests/s, p50 / p99), the cached-support query (metric models), where torch is
+    importable the PyTorch ProtoNet peer, and (metric models) the TFLite file's size and
+    its request and cached query in the interpreter (written next to the SavedModel)."""
+    rows = [one_query_serving_ms(saved_model_dir, data, 5, 1, repeats),
             threaded_serving(saved_model_dir, data, threads=8, seconds=threads_seconds)]
     if hasattr(model, "encode_support"):
         rows.append(cached_query_ms(saved_model_dir, data, 5, 1, repeats))
@@ -332,27 +313,6 @@ def _elements_per_s(dataset, count, warmup=10):
     for _ in range(count):
         next(iterator)
     return count / (time.perf_counter() - start)
-
-
-def _sequence(data, classes, instances):
-    return next(iter(sequence_dataset(data.images, data.labels, classes, instances, seed=0,
-                                      num_sequences=1)))
-
-
-def sequence_inference_ms(model, data, classes, instances, repeats=20):
-    """A forward pass (training=False) on one label sequence, inside a tf.function."""
-    inputs, _ = _sequence(data, classes, instances)
-    predict = tf.function(lambda x: model(x, training=False))
-    return {"measure": "inference_ms_per_sequence", "sequence": f"{classes}x{instances}",
-            **_timed(lambda: predict(inputs).numpy(), repeats)}
-
-
-def sequence_serving_ms(saved_model_dir, data, classes, instances, repeats=50):
-    """One request (a whole sequence) through a loaded SavedModel's sequence signature."""
-    serve = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
-    inputs, _ = _sequence(data, classes, instances)
-    return {"measure": "serving_ms_per_request", "sequence": f"{classes}x{instances}",
-            **_timed(lambda: serve(**inputs)["classes"].numpy(), repeats)}
 
 
 def peak_memory_mb():

@@ -11,34 +11,31 @@ Protocols:
   "sinusoid": regression tasks of the test stream (Finn et al. 2017, sec. 5.1), K = 5
              support points, 100 query points; mean-squared error after 1, 5 and 10 inner
              steps (models that adapt, such as MAMLRegressor).
-Sequence models (training_task "sequences") are measured on label sequences of the same
-test classes instead: accuracy by instance, i.e. how often the k-th presentation of a class
-in a sequence is labelled right (Santoro et al. 2016, table 1), for k = 1..instances.
+Each model is measured as its task kind says (`keras_fewshot.tasks`): sequence models on
+label sequences of the same test classes instead: accuracy by instance, i.e. how often the
+k-th presentation of a class in a sequence is labelled right (Santoro et al. 2016, table 1),
+for k = 1..instances.
 Any other labelled images (`evaluate_data`; a folder or TFDS dataset by `evaluation_data`):
 the Vinyals settings that the model can do and the data can fill, or the settings asked for
 (sequence models: accuracy by instance on their classes).
 """
 
-import math
-
-import keras
-import numpy as np
-import tensorflow as tf
-
-from keras_fewshot.data import (episode_dataset, load_dataset, load_split, sequence_dataset,
-                                sinusoid_tasks)
-from keras_fewshot.data import benchmarks
+from keras_fewshot.data import benchmarks, load_dataset, load_split
 from keras_fewshot.data.datasets import (NATURAL, OMNIGLOT, benchmark_split,
                                          evaluation_subset, parse_dataset)
 from keras_fewshot.data.labelled import LabelledImages
-from keras_fewshot.data.sinusoid import X_RANGE, sinusoid, sinusoid_parameters, sinusoid_task
+from keras_fewshot.tasks import TASK_KINDS
+from keras_fewshot.tasks.episodes import own_settings
 
-PROTOCOLS = {
+OMNIGLOT_PROTOCOLS = {
     "vinyals": {"split": "vinyals", "subset": "test", "within_group": False,
                 "settings": ((5, 1), (5, 5), (20, 1), (20, 5))},
     "lake": {"split": "lake", "subset": "evaluation", "within_group": True,
              "settings": ((20, 1),)},
-    "sinusoid": {"settings": ((5,),), "queries": 100, "inner_steps": (1, 5, 10)},
+}
+PROTOCOLS = {
+    **OMNIGLOT_PROTOCOLS,
+    **{name: spec for kind in TASK_KINDS for name, spec in kind.protocols.items()},
     **{name: {"split": spec["split"], "subset": "test", "within_group": False,
               "settings": spec["settings"], "queries": spec["queries"],
               "episodes": spec["episodes"]}
@@ -53,58 +50,10 @@ def protocol_episodes(protocol):
 PAPER_INSTANCES = (1, 2, 3, 4, 5, 10)  # the presentations Santoro et al.'s table reports
 
 
-def mean_and_ci95(values):
-    """Mean and half-width of the normal-approximation 95% confidence interval."""
-    values = np.asarray(values, np.float64)
-    if len(values) < 2:
-        return float(values.mean()), float("nan")
-    return float(values.mean()), float(1.96 * values.std(ddof=1) / math.sqrt(len(values)))
-
-
-def _hits(logits, labels):
-    """bool: where the highest-scoring class is the label."""
-    return tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), tf.cast(labels, tf.int32))
-
-
-def episode_accuracies(model, dataset, episodes, verbose=1):
-    """Per-episode query accuracy of `model` over a dataset of batched episodes."""
-
-    @tf.function(reduce_retracing=True)
-    def accuracy(inputs, query_labels):
-        hits = _hits(model(inputs, training=False), query_labels)
-        return tf.reduce_mean(tf.cast(hits, tf.float32), axis=-1)
-
-    # The mean so far is passed as a stateful value: Progbar's own averaging of per-batch
-    # values does not weight them by the batch (it showed 95.9% for a 94.4% run).
-    progress = keras.utils.Progbar(episodes, verbose=verbose, unit_name="episode",
-                                   stateful_metrics=["accuracy"])
-    values, total, count = [], 0.0, 0
-    for inputs, query_labels in dataset:
-        values.append(accuracy(inputs, query_labels).numpy())
-        total, count = total + float(values[-1].sum()), count + len(values[-1])
-        progress.add(len(values[-1]), [("accuracy", total / count)])
-    return np.concatenate(values)
-
-
 def default_settings(model, protocol):
     """The protocol's settings the model can do: a fixed-N model only its own N, a model
     with a largest N (`max_ways`) those up to it."""
-    settings = PROTOCOLS[protocol]["settings"]
-    if protocol == "sinusoid":
-        return settings
-    ways = getattr(model, "fixed_ways", None)
-    if ways is not None:
-        own = tuple(s for s in settings if s[0] == ways)
-        if not own:
-            raise ValueError(f"The model classifies exactly {ways} classes, and the {protocol} "
-                             f"protocol has no {ways}-way setting; give settings explicitly")
-        return own
-    most = getattr(model, "max_ways", None)
-    own = tuple(s for s in settings if most is None or s[0] <= most)
-    if not own:
-        raise ValueError(f"The model classifies at most {most} classes, and the {protocol} "
-                         "protocol has no setting that small; give settings explicitly")
-    return own
+    return own_settings(model, PROTOCOLS[protocol]["settings"], protocol)
 
 
 def evaluate(model, protocol="vinyals", episodes=1000, queries=None, seed=0, data_source=None,
@@ -113,23 +62,22 @@ def evaluate(model, protocol="vinyals", episodes=1000, queries=None, seed=0, dat
 
     Accuracy and ci95 are fractions. Episodes are a function of `seed` alone, so the same
     call gives the same episodes on any machine. Settings default to those of the protocol
-    that the model can do; queries to 15 per class. The "sinusoid" protocol gives
-    `evaluate_sinusoid`'s rows (settings are (K,) tuples, `episodes` counts tasks); a
-    sequence model gives `evaluate_sequences`' rows on the protocol's classes (`episodes`
-    counts sequences).
+    that the model can do; queries to the protocol's (15 per class). A regression model
+    gives `tasks.regression.evaluate_sinusoid`'s rows ("sinusoid" protocol; settings are
+    (K,) tuples, `episodes` counts tasks); a sequence model gives
+    `tasks.sequences.evaluate_sequences`' rows on the protocol's classes (`episodes` counts
+    sequences).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; expected one of {sorted(PROTOCOLS)}")
-    spec = PROTOCOLS[protocol]
-    if protocol == "sinusoid":
-        return [row for (shots,) in settings or spec["settings"]
-                for row in evaluate_sinusoid(model, tasks=episodes, shots=shots,
-                                             queries=queries or spec["queries"], seed=seed,
-                                             inner_steps=spec["inner_steps"])]
-    data, name, within_group, protocol = evaluation_data(OMNIGLOT, protocol, source=data_source,
-                                                         image_size=image_size)
-    return evaluate_data(model, data, name, settings, episodes, queries or 15, seed,
-                         within_group, episodes_per_batch, verbose, protocol)
+    queries = queries or PROTOCOLS[protocol].get("queries", 15)
+    if model.task_kind.dataset:  # generated tasks: no images to load
+        data, name, within_group = None, protocol, False
+    else:
+        data, name, within_group, protocol = evaluation_data(
+            OMNIGLOT, protocol, source=data_source, image_size=image_size)
+    return evaluate_data(model, data, name, settings, episodes, queries, seed, within_group,
+                         episodes_per_batch, verbose, protocol)
 
 
 def takes_colour(model):
@@ -151,7 +99,7 @@ def evaluation_data(dataset=OMNIGLOT, protocol="vinyals", split=None, subset=Non
         data = load_dataset(dataset, split, subset, source, image_size, channels)
         return data, f"{dataset} {split}/{subset}", False, kind
     if kind == OMNIGLOT:
-        if protocol not in PROTOCOLS or protocol == "sinusoid":
+        if protocol not in OMNIGLOT_PROTOCOLS:
             raise ValueError(f"Unknown Omniglot protocol {protocol!r}; expected 'vinyals' or "
                              "'lake'")
         spec = PROTOCOLS[protocol]
@@ -164,154 +112,20 @@ def evaluation_data(dataset=OMNIGLOT, protocol="vinyals", split=None, subset=Non
     return data, f"{dataset} {split}/{subset}", False, None
 
 
-def first_episode(data: LabelledImages, ways, shots, queries, seed=0, within_group=False):
-    """The first episode (inputs, query labels; numpy) of the stream `evaluate_data` draws."""
-    (inputs, query_labels), = episode_dataset(
-        data.images, data.labels, ways, shots, queries,
-        groups=data.groups if within_group else None, seed=seed,
-        num_episodes=1).as_numpy_iterator()
-    return inputs, query_labels
-
-
-def fitting_settings(data: LabelledImages, settings, queries):
-    """The (ways, shots) of `settings` whose episodes `data` can fill."""
-    fitting = []
-    for ways, shots in settings:
-        try:
-            data.check_episodes(ways, shots, queries)
-            fitting.append((ways, shots))
-        except ValueError:
-            pass
-    return fitting
-
-
 def evaluate_data(model, data: LabelledImages, name, settings=None, episodes=1000, queries=15,
                   seed=0, within_group=False, episodes_per_batch=10, verbose=1, protocol=None):
-    """Rows as `evaluate`'s ("protocol": `name`) on episodes of any labelled images.
+    """Rows as `evaluate`'s ("protocol": `name`) on episodes of any labelled images (None:
+    a generated protocol's tasks), as the model's task kind measures it.
 
     settings: (ways, shots) pairs; every one must fit the data (else ValueError naming the
     problem). None: the settings of `protocol` that the model can do; without a protocol,
     the Vinyals settings that the model can do and the data can fill (at least one must).
-    A sequence model gives `evaluate_sequences`' rows instead (`episodes` counts sequences).
+    A sequence model gives `tasks.sequences.evaluate_sequences`' rows instead (`episodes`
+    counts sequences).
     """
-    if getattr(model, "training_task", None) == "sequences":
-        if settings:
-            raise ValueError("N-way K-shot settings do not apply to a sequence model: it is "
-                             f"measured on sequences of its {model.classes} classes")
-        return evaluate_sequences(model, data, name, sequences=episodes, seed=seed,
-                                  groups=data.groups if within_group else None,
-                                  sequences_per_batch=episodes_per_batch, verbose=verbose)
-    if settings is None and protocol:
-        settings = default_settings(model, protocol)
-    if settings is None:
-        standard = default_settings(model, "vinyals")
-        settings = fitting_settings(data, standard, queries) or standard[:1]
-        if verbose and len(settings) < len(standard):
-            print(f"{name}: {data.num_classes} classes, at least "
-                  f"{np.bincount(data.labels).min()} examples each; evaluating "
-                  f"{', '.join(f'{w}-way {k}-shot' for w, k in settings)} only")
-    for ways, shots in settings:
-        data.check_episodes(ways, shots, queries, what=name)
-    rows = []
-    for ways, shots in settings:
-        batch = math.gcd(episodes, episodes_per_batch)
-        dataset = episode_dataset(
-            data.images, data.labels, ways, shots, queries,
-            groups=data.groups if within_group else None, seed=seed,
-            num_episodes=episodes, batch_size=batch)
-        if verbose:
-            print(f"{name}: {ways}-way {shots}-shot, {episodes} episodes")
-        accuracy, ci95 = mean_and_ci95(episode_accuracies(model, dataset, episodes, verbose))
-        rows.append({"protocol": name, "ways": ways, "shots": shots, "queries": queries,
-                     "episodes": episodes, "accuracy": accuracy, "ci95": ci95})
-    return rows
-
-
-def evaluate_sinusoid(model, tasks=1000, shots=5, queries=100, inner_steps=(1, 5, 10), seed=0,
-                      tasks_per_batch=100):
-    """Rows {"protocol", "shots", "queries", "tasks", "inner_steps", "mse", "ci95"}: the mean
-    over test-stream tasks of the query mean-squared error after `inner_steps` steps of
-    adaptation on the K = `shots` support points (`model(inputs, inner_steps=s)`)."""
-    batch = math.gcd(tasks, tasks_per_batch)
-    dataset = sinusoid_tasks(shots, queries, seed=seed, stream="test", num_tasks=tasks,
-                             batch_size=batch)
-    predict = tf.function(lambda inputs, steps: model(inputs, inner_steps=steps),
-                          reduce_retracing=True)
-    errors = {steps: [] for steps in inner_steps}
-    for inputs, query_y in dataset:
-        for steps in inner_steps:
-            predictions = predict(inputs, steps)
-            errors[steps].append(tf.reduce_mean(tf.square(predictions - query_y), [1, 2]))
-    rows = []
-    for steps in inner_steps:
-        mse, ci95 = mean_and_ci95(np.concatenate(errors[steps]))
-        rows.append({"protocol": "sinusoid", "shots": shots, "queries": queries,
-                     "tasks": tasks, "inner_steps": steps, "mse": mse, "ci95": ci95})
-    return rows
-
-
-def sinusoid_curves(model, count=3, shots=5, inner_steps=(0, 1, 10), seed=0, points=200):
-    """Adapted curves for a plot: test-stream tasks 0..count-1, numpy arrays
-    {"x" [P], "truth" [count, P], "support_x"/"support_y" [count, K],
-     "predictions" {steps: [count, P]}}."""
-    x = np.linspace(*X_RANGE, points, dtype=np.float32)
-    tasks = [sinusoid_task(seed, i, shots, 1, stream="test") for i in range(count)]
-    inputs = {"support_x": tf.stack([t[0]["support_x"] for t in tasks]),
-              "support_y": tf.stack([t[0]["support_y"] for t in tasks]),
-              "query_x": tf.tile(x[None, :, None], [count, 1, 1])}
-    truth = [sinusoid(x, *sinusoid_parameters(seed, i, "test")) for i in range(count)]
-    return {"x": x, "truth": np.stack([t.numpy() for t in truth]),
-            "support_x": inputs["support_x"].numpy()[..., 0],
-            "support_y": inputs["support_y"].numpy()[..., 0],
-            "predictions": {steps: model(inputs, inner_steps=steps).numpy()[..., 0]
-                            for steps in inner_steps}}
-
-
-def instance_numbers(labels):
-    """int [B, T] -> [B, T]: labels[b, t] is the k-th presentation of its class (1-based)."""
-    labels = tf.cast(labels, tf.int32)
-    onehot = tf.one_hot(labels, tf.reduce_max(labels) + 1, dtype=tf.int32)
-    return tf.reduce_sum(tf.cumsum(onehot, axis=1) * onehot, axis=-1)
-
-
-def sequence_hits(model, dataset, sequences, verbose=1):
-    """(hits bool [M, T], instance numbers int [M, T]) of `model` over batched sequences."""
-
-    @tf.function(reduce_retracing=True)
-    def predict(inputs, labels):
-        return _hits(model(inputs, training=False), labels), instance_numbers(labels)
-
-    progress = keras.utils.Progbar(sequences, verbose=verbose, unit_name="sequence")
-    hits, instances = [], []
-    for inputs, labels in dataset:
-        h, k = predict(inputs, labels)
-        hits.append(h.numpy())
-        instances.append(k.numpy())
-        progress.add(len(hits[-1]))
-    return np.concatenate(hits), np.concatenate(instances)
-
-
-def evaluate_sequences(model, data, protocol, sequences=1000, instances=10, seed=0,
-                       groups=None, sequences_per_batch=10, verbose=1):
-    """Rows {"protocol", "classes", "instances", "sequences", "instance", "accuracy", "ci95"},
-    one per instance k = 1..instances: the accuracy of the k-th presentations (fractions;
-    the interval is over sequences, each scored by the mean over its classes)."""
-    batch = math.gcd(sequences, sequences_per_batch)
-    dataset = sequence_dataset(data.images, data.labels, model.classes, instances,
-                               groups=groups, seed=seed, num_sequences=sequences,
-                               batch_size=batch)
-    if verbose:
-        print(f"{protocol}: {sequences} sequences of {model.classes} classes x {instances} "
-              "instances")
-    hits, numbers = sequence_hits(model, dataset, sequences, verbose)
-    rows = []
-    for k in range(1, instances + 1):
-        per_sequence = np.array([h[n == k].mean() for h, n in zip(hits, numbers)])
-        accuracy, ci95 = mean_and_ci95(per_sequence)
-        rows.append({"protocol": protocol, "classes": model.classes, "instances": instances,
-                     "sequences": sequences, "instance": k, "accuracy": accuracy,
-                     "ci95": ci95})
-    return rows
+    return model.task_kind.evaluate(model, data, name, protocol,
+                                    PROTOCOLS[protocol or "vinyals"], settings, episodes,
+                                    queries, seed, within_group, episodes_per_batch, verbose)
 
 
 def _ordinal(k):

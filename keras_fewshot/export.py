@@ -18,7 +18,8 @@ cached-support pair, for many queries against one stored support set:
     classify_encoded: the support code's tensors (same names) and query_images ->
                       probabilities, classes (those of serving_default, to round-off)
 
-A sequence model (training_task "sequences") gets the sequence signature instead:
+Each model serves its task kind's inputs (`keras_fewshot.tasks`); a sequence model gets the
+sequence signature instead:
 
     inputs:  images uint8 [T, H, W, C], labels int32 [T] (labels[t] is the true label of
              images[t]; step t sees labels before t only, the last label is never read)
@@ -52,12 +53,6 @@ import tempfile
 import keras
 import tensorflow as tf
 
-# {input name: (dtype, shape (None: any size), the shape as the messages name it)}
-SERVING_INPUTS = {"support_images": (tf.uint8, [None] * 4, "[S, H, W, C]"),
-                  "support_labels": (tf.int32, [None], "[S]"),
-                  "query_images": (tf.uint8, [None] * 4, "[Q, H, W, C]")}
-SEQUENCE_SERVING_INPUTS = {"images": (tf.uint8, [None] * 4, "[T, H, W, C]"),
-                           "labels": (tf.int32, [None], "[T]")}
 SUPPORT_INPUTS = ("support_images", "support_labels")
 # Largest total size of weights, in bytes, that the exported functions hold as constants.
 CONSTANT_WEIGHTS_LIMIT = 16 * 2 ** 20
@@ -142,9 +137,14 @@ def _with_constant_weights(model, body):
 
 
 def serving_functions(model, ranked=False, constant_weights=None):
-    """{signature name: (function of keyword tensors, {name: TensorSpec})} for `model`;
+    """{signature name: (function of keyword tensors, {name: TensorSpec})} for `model`: its
+    task kind's serving_default, and for a metric model the cached-support pair;
     `constant_weights` (None: `uses_constant_weights(model)`) traces them with the weights
     as constants."""
+    inputs = model.task_kind.serving_inputs
+    if inputs is None:
+        raise ValueError(f"{type(model).__name__} trains on {model.task_kind.name}, which have "
+                         "no serving signature")
     if constant_weights is None:
         constant_weights = uses_constant_weights(model)
 
@@ -155,18 +155,15 @@ def serving_functions(model, ranked=False, constant_weights=None):
             fn = _with_constant_weights(model, fn)
         return fn, _specs(inputs, ranked)
 
-    if getattr(model, "training_task", None) == "sequences":
-        return {"serving_default": endpoint(SEQUENCE_SERVING_INPUTS, lambda images, labels: (
-            _answers(model({"images": images, "labels": labels}, training=False))))}
-    functions = {"serving_default": endpoint(SERVING_INPUTS, lambda **episode: _answers(
-        model(episode, training=False)))}
+    functions = {"serving_default": endpoint(inputs, lambda **request: _answers(
+        model(request, training=False)))}
     if hasattr(model, "encode_support"):
         code_inputs = _code_inputs(model)
         functions["encode_support"] = endpoint(
-            {k: SERVING_INPUTS[k] for k in SUPPORT_INPUTS}, lambda **support: dict(
+            {k: inputs[k] for k in SUPPORT_INPUTS}, lambda **support: dict(
                 model.encode_support(support)))
         functions["classify_encoded"] = endpoint(
-            {**code_inputs, "query_images": SERVING_INPUTS["query_images"]},
+            {**code_inputs, "query_images": inputs["query_images"]},
             lambda query_images, **code: _answers(model.classify_encoded(code, query_images)))
     return functions
 

@@ -5,17 +5,13 @@ Figures are matplotlib `Figure`s drawn without pyplot (no display, no global sta
 `save_png` writes one. `EpisodeImages` puts an episode picture in TensorBoard now and then.
 """
 
-import csv
 import io
-import json
 import pathlib
 import textwrap
 
 import keras
 import numpy as np
 import tensorflow as tf
-
-from keras_fewshot.models import MODELS
 
 RIGHT, WRONG, UNKNOWN = "#2ca02c", "#d62728", "#7f7f7f"  # query frames: green, red, gray
 SUPPORT = "#d9d9d9"  # support frames: light gray
@@ -42,45 +38,10 @@ def png_bytes(figure, dpi=100) -> bytes:
 
 # --- Learning curves ---------------------------------------------------------------------------
 
-def read_history(path):
-    """A training log (history.csv beside its config.json, or <prefix>history.csv beside
-    <prefix>config.json) as (label, episodes at the end of each epoch, loss, accuracy or
-    None for runs without an accuracy metric, such as regression)."""
-    path = pathlib.Path(path)
-    if path.is_dir():
-        path = path / "history.csv"
-    config_path = path.with_name(path.name.replace("history.csv", "config.json"))
-    if not path.is_file() or not config_path.is_file():
-        raise FileNotFoundError(f"Need a training log {path} and its config {config_path}")
-    config = json.loads(config_path.read_text())
-    rows = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            rows[int(row["epoch"])] = row  # a resumed run may repeat an epoch: keep the last
-    if not rows:
-        raise ValueError(f"{path} has no epochs yet")
-    epochs = sorted(rows)
-    episodes = (np.asarray(epochs) + 1) * config["episodes_per_epoch"]
-    loss = np.asarray([float(rows[e]["loss"]) for e in epochs])
-    accuracy = (np.asarray([float(rows[e]["accuracy"]) for e in epochs])
-                if "accuracy" in rows[epochs[0]] else None)
-    task = MODELS[config["model"]].training_task
-    if task == "pairs":
-        shape = f"{config['pairs']} pairs per step"
-    elif task == "regression_tasks":
-        shape = f"{config['shots']}-shot regression tasks"
-    else:
-        shape = f"{config['ways']}-way {config['shots']}-shot {config['queries']}-query"
-    if config.get("episodes_per_step", 1) > 1:
-        shape += f", {config['episodes_per_step']} per step"
-    label = f"{path.parent.name}/{path.name}: {shape}, lr {config['learning_rate']:g}"
-    return label, episodes, loss, accuracy
-
-
 def learning_curves(logs, title=None):
     """Training loss (and accuracy, when the runs have it) against training episodes; `logs`
-    (from `read_history`) are phases of one model drawn one after another (a fine-tuning run
-    continues where the run it started from ended)."""
+    (from `training.read_history`) are phases of one model drawn one after another (a
+    fine-tuning run continues where the run it started from ended)."""
     with_accuracy = any(accuracy is not None for *_, accuracy in logs)
     figure = _figure(10 if with_accuracy else 6, 3.6)
     panels = figure.subplots(1, 2 if with_accuracy else 1, squeeze=False)[0]
@@ -189,7 +150,7 @@ def episode_title(support_labels, query_labels, probabilities):
 
 
 def sinusoid_figure(curves):
-    """One panel per task of `evaluation.sinusoid_curves`: the truth, the K support points
+    """One panel per task of `tasks.regression.sinusoid_curves`: the truth, the K support points
     and the model's curve after each number of inner steps."""
     count = len(curves["truth"])
     figure = _figure(4 * count, 3.2)
@@ -217,7 +178,7 @@ PAPER_ACCURACY_BY_INSTANCE = {
 def accuracy_by_instance_figure(curves, paper=True, title=None):
     """Accuracy (%) against the presentation number of a class in a sequence.
 
-    curves: {label: rows of `evaluation.evaluate_sequences`} (one row per instance), drawn
+    curves: {label: rows of `tasks.sequences.evaluate_sequences`} (one row per instance), drawn
     with their 95% confidence bands; paper=True adds the paper's 5-class numbers, dashed.
     """
     figure = _figure(6.0, 4.0)

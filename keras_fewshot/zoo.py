@@ -95,9 +95,10 @@ class ZooEntry:
     @property
     def evaluate_command(self) -> str:
         """Re-makes the card's table (1000 episodes, or sinusoid tasks, per setting of the
-        entry's protocol; sinusoid also re-draws the card's plot)."""
-        data = ("--plot=zoo/{}/adaptation.png".format(self.name) if self.protocol == "sinusoid"
-                else "--data_dir=../shared/data/omniglot")
+        entry's protocol); a protocol of generated tasks (sinusoid), which reads no data,
+        also re-draws the card's plot."""
+        data = ("--data_dir=../shared/data/omniglot" if "split" in PROTOCOLS[self.protocol]
+                else "--plot=zoo/{}/adaptation.png".format(self.name))
         return (f"python tools/evaluate.py --model={self.name} {data} "
                 f"--protocol={self.protocol} --episodes=1000 "
                 f"--output_json=zoo/{self.name}/eval_{self.protocol}.json")

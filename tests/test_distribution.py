@@ -135,7 +135,7 @@ def probe_runs(omniglot_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def unseen_inputs(vinyals_test, sample_episodes):
-    """{training task: an input no run trained on}: a 5-way test episode, a 3-class test
+    """{task kind's name: an input no run trained on}: a 5-way test episode, a 3-class test
     sequence, two sinusoid test tasks."""
     (episode, _), = sample_episodes(vinyals_test, 5, 2, 3, 1, seed=21)
     (sequence, _), = sequence_dataset(vinyals_test.images, vinyals_test.labels, 3, 3, seed=21,
@@ -195,7 +195,7 @@ def assert_same_training(model_dir, reference_dir, probe_dir, unseen_inputs):
             assert np.linalg.norm(a - b) <= SPREAD * spread, (path, spread)
             compared += 1
     assert compared >= 2, [w.path for w in model.weights]
-    inputs = unseen_inputs[model.training_task]
+    inputs = unseen_inputs[model.task_kind.name]
     outputs = model(inputs, training=True).numpy()
     expected = reference(inputs, training=True).numpy()
     spread = (_max_difference(probe(inputs, training=True).numpy(), expected)

@@ -9,6 +9,8 @@ import pytest
 from keras_fewshot import evaluation
 from keras_fewshot.data import episode_dataset, load_split
 from keras_fewshot.models import PrototypicalNetwork
+from keras_fewshot.tasks.episodes import episode_accuracies, first_episode
+from keras_fewshot.tasks.measures import mean_and_ci95
 
 EPISODES, QUERIES, SEED = 4, 5, 21
 
@@ -30,14 +32,14 @@ def numpy_accuracies(model, data, ways, shots, queries, episodes, seed, groups=N
 @pytest.mark.parametrize("values", [[0.5, 0.75, 1.0, 0.25], [0.9] * 5, np.linspace(0, 1, 11)])
 def test_mean_and_ci95_matches_numpy(values):
     values = np.asarray(values, np.float64)
-    mean, ci95 = evaluation.mean_and_ci95(values)
+    mean, ci95 = mean_and_ci95(values)
     assert mean == pytest.approx(values.mean(), abs=1e-12)
     expected = 1.96 * np.std(values, ddof=1) / math.sqrt(len(values))
     assert ci95 == pytest.approx(expected, abs=1e-12)
 
 
 def test_mean_and_ci95_of_one_value():
-    mean, ci95 = evaluation.mean_and_ci95([0.4])
+    mean, ci95 = mean_and_ci95([0.4])
     assert mean == pytest.approx(0.4) and math.isnan(ci95)
 
 
@@ -45,7 +47,7 @@ def test_episode_accuracies_match_numpy(model, vinyals_test):
     expected = numpy_accuracies(model, vinyals_test, 5, 1, QUERIES, EPISODES, SEED)
     batched = episode_dataset(vinyals_test.images, vinyals_test.labels, 5, 1, QUERIES,
                               seed=SEED, num_episodes=EPISODES, batch_size=2)
-    actual = evaluation.episode_accuracies(model, batched, EPISODES, verbose=0)
+    actual = episode_accuracies(model, batched, EPISODES, verbose=0)
     assert actual.shape == (EPISODES,)
     np.testing.assert_allclose(actual, expected, atol=1e-6)
     assert len(set(expected.tolist())) > 1  # the comparison is not between constants
@@ -55,7 +57,7 @@ def test_episode_accuracies_match_numpy(model, vinyals_test):
 def test_progress_bar_shows_the_mean_accuracy_so_far(model, vinyals_test, capsys):
     batched = episode_dataset(vinyals_test.images, vinyals_test.labels, 5, 1, QUERIES,
                               seed=SEED, num_episodes=EPISODES, batch_size=2)
-    accuracies = evaluation.episode_accuracies(model, batched, EPISODES, verbose=2)
+    accuracies = episode_accuracies(model, batched, EPISODES, verbose=2)
     shown = float(capsys.readouterr().out.rsplit("accuracy: ", 1)[1].split()[0])
     assert shown == pytest.approx(accuracies.mean(), abs=1e-4)
 
@@ -68,7 +70,7 @@ def test_evaluate_rows_match_numpy_and_are_deterministic(model, vinyals_test, om
     assert {k: row[k] for k in ("protocol", "ways", "shots", "queries", "episodes")} == {
         "protocol": "vinyals", "ways": 5, "shots": 1, "queries": QUERIES, "episodes": EPISODES}
     expected = numpy_accuracies(model, vinyals_test, 5, 1, QUERIES, EPISODES, SEED)
-    mean, ci95 = evaluation.mean_and_ci95(expected)
+    mean, ci95 = mean_and_ci95(expected)
     assert row["accuracy"] == pytest.approx(mean, abs=1e-6)
     assert row["ci95"] == pytest.approx(ci95, abs=1e-6)
     assert 0 <= row["accuracy"] <= 1 and row["ci95"] > 0
@@ -148,7 +150,7 @@ def test_evaluation_data_of_a_class_split(folder_dataset):
 
 
 def test_first_episode_is_the_first_of_the_evaluated_stream(vinyals_test, sample_episodes):
-    inputs, query_labels = evaluation.first_episode(vinyals_test, 5, 2, 3, seed=SEED)
+    inputs, query_labels = first_episode(vinyals_test, 5, 2, 3, seed=SEED)
     (expected, expected_labels), = sample_episodes(vinyals_test, 5, 2, 3, 1, seed=SEED)
     for key in expected:
         np.testing.assert_array_equal(inputs[key], expected[key])

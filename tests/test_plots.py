@@ -25,23 +25,23 @@ def test_read_history_counts_episodes_and_keeps_the_last_of_a_repeated_epoch(tmp
     path = write_log(tmp_path / "run", "", [(0, 0.5, 2.0), (1, 0.6, 1.5), (1, 0.7, 1.2),
                                             (2, 0.8, 1.0)],
                      ways=20, shots=5, queries=10, episodes_per_epoch=250, learning_rate=3e-4)
-    label, episodes, loss, accuracy = plots.read_history(tmp_path / "run")  # the directory
+    label, episodes, loss, accuracy = training.read_history(tmp_path / "run")  # the directory
     np.testing.assert_array_equal(episodes, [250, 500, 750])
     np.testing.assert_allclose(loss, [2.0, 1.2, 1.0])
     np.testing.assert_allclose(accuracy, [0.5, 0.7, 0.8])
     assert label == "run/history.csv: 20-way 5-shot 10-query, lr 0.0003"
     pairs = write_log(tmp_path / "pairs", "pretrain_", [(0, 0.5, 0.7)], model="siamese",
                       pairs=64, episodes_per_epoch=100)
-    assert "64 pairs per step" in plots.read_history(pairs)[0]
+    assert "64 pairs per step" in training.read_history(pairs)[0]
     with pytest.raises(FileNotFoundError, match="and its config"):
-        plots.read_history(tmp_path / "nowhere")
+        training.read_history(tmp_path / "nowhere")
 
 
 def test_learning_curves_draw_phases_one_after_another(tmp_path):
     first = write_log(tmp_path, "a_", [(0, 0.5, 2.0), (1, 0.6, 1.0)], episodes_per_epoch=500)
     second = write_log(tmp_path, "b_", [(0, 0.7, 0.9), (1, 0.8, 0.8), (2, 0.9, 0.7)],
                        episodes_per_epoch=100)
-    figure = plots.learning_curves([plots.read_history(first), plots.read_history(second)],
+    figure = plots.learning_curves([training.read_history(first), training.read_history(second)],
                                    title="two phases")
     loss_axes, accuracy_axes = figure.axes
     a, b = [line for line in loss_axes.get_lines() if line.get_marker() == "o"]
@@ -93,7 +93,7 @@ def test_learning_curves_of_a_regression_run_have_no_accuracy_panel(tmp_path):
     write_log(folder, "", [], model="maml_regressor", dataset="sinusoid", shots=10,
               episodes_per_step=25, episodes_per_epoch=50)
     (folder / "history.csv").write_text("epoch,loss,val_loss\n0,2.5,NA\n1,1.5,NA\n")
-    label, episodes, loss, accuracy = plots.read_history(folder)
+    label, episodes, loss, accuracy = training.read_history(folder)
     assert accuracy is None and label.endswith("10-shot regression tasks, 25 per step, lr 0.001")
     np.testing.assert_array_equal(episodes, [50, 100])
     (panel,) = plots.learning_curves([(label, episodes, loss, accuracy)]).axes

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from keras_fewshot.models import MODELS, build_model
+from keras_fewshot.tasks import PAIRS, REGRESSION, SEQUENCES
 
 TINY = {"filters": 8}
 FAMILIES = {
@@ -69,12 +70,11 @@ def regression_tasks():
 
 
 def answers(model, inputs):
-    if model.training_task == "regression_tasks":
+    if model.task_kind is REGRESSION:
         return [model(task).numpy() for task in regression_tasks()]
-    task = "sequences" if model.training_task == "sequences" else "episodes"
-    episodes = inputs[task]
+    episodes = inputs["sequences" if model.task_kind is SEQUENCES else "episodes"]
     out = [model(e).numpy() for e in episodes]
-    if model.training_task == "pairs":  # the Siamese pair scorer is a second entry point
+    if model.task_kind is PAIRS:  # the Siamese pair scorer is a second entry point
         images = episodes[0]["query_images"]
         out.append(model({"first_images": images, "second_images": images[::-1]}).numpy())
     return out

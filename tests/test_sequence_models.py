@@ -12,6 +12,7 @@ from keras_fewshot.export import export_saved_model
 from keras_fewshot.models import (MemoryAugmentedNetwork, SequenceClassifier, SequenceLSTM,
                                   build_model)
 from keras_fewshot.models.sequence import shifted_labels
+from keras_fewshot.tasks.sequences import evaluate_sequences, instance_numbers
 
 TINY = {"mann": {"classes": 3, "image_size": 8, "units": 8, "memory_size": 6, "word_size": 4,
                  "read_heads": 2},
@@ -174,7 +175,7 @@ def test_bad_sequence_fails_the_same_way_in_a_graph(graph_model, rng, case, matc
 def test_instance_numbers_count_presentations():
     labels = np.random.default_rng(3).integers(0, 4, (5, 20))
     expected = np.array([[np.sum(row[:t + 1] == row[t]) for t in range(20)] for row in labels])
-    np.testing.assert_array_equal(evaluation.instance_numbers(tf.constant(labels)).numpy(),
+    np.testing.assert_array_equal(instance_numbers(tf.constant(labels)).numpy(),
                                   expected)
 
 
@@ -186,7 +187,7 @@ def five_class_model():
 
 def test_accuracy_by_instance_matches_numpy(five_class_model, vinyals_test_20):
     model, data = five_class_model, vinyals_test_20
-    rows = evaluation.evaluate_sequences(model, data, "vinyals", sequences=4, instances=3,
+    rows = evaluate_sequences(model, data, "vinyals", sequences=4, instances=3,
                                          seed=7, sequences_per_batch=2, verbose=0)
     assert [r["instance"] for r in rows] == [1, 2, 3]
     per_instance = {k: [] for k in (1, 2, 3)}

@@ -10,6 +10,7 @@ from keras_fewshot import evaluation
 from keras_fewshot.data import sinusoid_tasks
 from keras_fewshot.data.sinusoid import sinusoid_parameters
 from keras_fewshot.models import MAMLRegressor
+from keras_fewshot.tasks.measures import mean_and_ci95
 
 
 def as_numpy(dataset):
@@ -70,7 +71,7 @@ def test_sinusoid_evaluation_reports_mse_per_inner_steps():
         (1, 5, 30, 20), (5, 5, 30, 20), (10, 5, 30, 20)]
     per_task = [np.mean(y ** 2) for _, y in as_numpy(
         sinusoid_tasks(5, 20, stream="test", num_tasks=30))]
-    expected = evaluation.mean_and_ci95(per_task)
+    expected = mean_and_ci95(per_task)
     for row in rows:
         np.testing.assert_allclose((row["mse"], row["ci95"]), expected, rtol=1e-5)
     table = evaluation.markdown_table(rows)

@@ -11,6 +11,8 @@ import pathlib
 from absl import flags
 
 from keras_fewshot import training, zoo
+from keras_fewshot.data.datasets import OMNIGLOT
+from keras_fewshot.models import MODELS
 
 
 class _JsonObjectParser(flags.ArgumentParser):
@@ -117,8 +119,10 @@ def default_protocol():
     if flags.FLAGS.model:
         return zoo.get_entry(flags.FLAGS.model).protocol
     config = training.read_config(flags.FLAGS.model_dir)
-    if config.dataset in ("omniglot", "sinusoid"):
-        return "sinusoid" if config.dataset == "sinusoid" else config.split
+    if config.dataset in MODELS[config.model].task_kind.protocols:  # generated tasks' own
+        return config.dataset
+    if config.dataset == OMNIGLOT:
+        return config.split
     return "vinyals"  # the settings a model trained on other data is measured in by default
 
 

@@ -43,7 +43,7 @@ from absl import app, flags
 
 from keras_fewshot import benchmark, evaluation, export, training, zoo
 from keras_fewshot.cli import _flags
-from keras_fewshot.models import build_model
+from keras_fewshot.models import MODELS, build_model
 
 MEASURES = ["pipeline", "inference", "serving", "train"]
 
@@ -85,7 +85,8 @@ def measure_zoo_model(name):
     FLAGS = flags.FLAGS
     entry = zoo.get_entry(name)
     config = training.read_config(entry.directory)
-    if entry.protocol == "sinusoid":  # regression: one meta-step of its training config
+    kind = MODELS[config.model].task_kind
+    if kind.dataset:  # generated tasks, no test images: one meta-step of its training config
         print(json.dumps({**benchmark.meta_step_ms(config, None, FLAGS.repeats),
                           "model": name}), flush=True)
         return
@@ -93,23 +94,21 @@ def measure_zoo_model(name):
                               FLAGS.data_dir)  # the classes the model is tested on
     train_data = training.load_data(config, config.subset, FLAGS.data_dir)
     model = build_model(config.model, config.model_config)
-    sequences = model.training_task == "sequences"
-    shape = (config.ways, config.instances)  # a sequence model's classes x instances
     rows = []
     if "pipeline" in FLAGS.measure:
         rows.append(benchmark.pipeline_steps_per_s(model, config, train_data))
-    if "inference" in FLAGS.measure and sequences:
-        rows.append(benchmark.sequence_inference_ms(model, data, *shape, FLAGS.repeats))
-    elif "inference" in FLAGS.measure:
-        for ways, shots in ((5, 1), (getattr(model, "fixed_ways", None) or 20, 5)):
-            rows.append(benchmark.inference_ms(model, data, ways, shots, 15, FLAGS.repeats))
+    if "inference" in FLAGS.measure:
+        rows += [benchmark.inference_ms(model, kind.unit, shape, inputs, FLAGS.repeats)
+                 for shape, inputs in kind.test_inputs(model, config, data)]
     if "serving" in FLAGS.measure:
         with tempfile.TemporaryDirectory() as tmp:
             path = export.export_saved_model(model, f"{tmp}/model")
-            rows += ([benchmark.sequence_serving_ms(path, data, *shape, 5 * FLAGS.repeats)]
-                     if sequences else
-                     benchmark.serving_rows(model, path, data, 5 * FLAGS.repeats,
-                                            threads_seconds=min(10.0, FLAGS.repeats / 6)))
+            rows += [benchmark.serving_ms(path, kind.unit, shape, inputs, 5 * FLAGS.repeats)
+                     for shape, inputs in kind.request_inputs(model, config, data)]
+            if set(export.SUPPORT_INPUTS) <= set(kind.serving_inputs):  # a support set served
+                rows += benchmark.support_set_serving_rows(
+                    model, path, data, 5 * FLAGS.repeats,
+                    threads_seconds=min(10.0, FLAGS.repeats / 6))
     if "train" in FLAGS.measure:
         rows.append(benchmark.train_step_ms(model, config, train_data, FLAGS.repeats,
                                             jit_compile=FLAGS.jit_compile))

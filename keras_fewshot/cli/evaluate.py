@@ -20,7 +20,7 @@ import sys
 
 from absl import flags
 
-from keras_fewshot import classify, evaluation, plots
+from keras_fewshot import evaluation, plots
 from keras_fewshot.cli import _flags
 
 
@@ -71,13 +71,9 @@ def main(argv):
     settings = [tuple(int(v) for v in s.split("x")) for s in FLAGS.setting or []] or None
     protocol = FLAGS.protocol or _flags.default_protocol()
     verbose = 1 if sys.stdout.isatty() else 2
-    if protocol == "sinusoid":
-        rows = evaluation.evaluate(model, protocol,
-                                   episodes=FLAGS.episodes or evaluation.DEFAULT_EPISODES,
-                                   queries=FLAGS.queries, seed=FLAGS.seed, settings=settings,
-                                   verbose=verbose)
-        figure = FLAGS.plot and plots.sinusoid_figure(
-            evaluation.sinusoid_curves(model, seed=FLAGS.seed))
+    kind = model.task_kind
+    if kind.dataset:  # generated tasks: no images to load
+        data, name, within_group = None, protocol, False
     else:
         config = _flags.training_config()
         dataset = FLAGS.dataset or config.dataset
@@ -88,31 +84,15 @@ def main(argv):
             int(FLAGS.channels) if FLAGS.channels else (
                 config.channels or None if dataset == config.dataset else None),
             keep_channels=evaluation.takes_colour(model))
-        queries = FLAGS.queries or 15
-        episodes = FLAGS.episodes or evaluation.protocol_episodes(protocol)
-        rows = evaluation.evaluate_data(model, data, name, settings, episodes, queries,
-                                        FLAGS.seed, within_group, verbose=verbose,
-                                        protocol=protocol)
-        if "instance" in rows[0]:  # a sequence model: accuracy by instance
-            figure = FLAGS.plot and plots.accuracy_by_instance_figure(
-                {FLAGS.model or pathlib.Path(FLAGS.model_dir).name: rows})
-        else:
-            figure = FLAGS.plot and episode_figure(model, data, name, rows[0], queries,
-                                                   within_group)
+    queries = FLAGS.queries or evaluation.PROTOCOLS.get(protocol, {}).get("queries", 15)
+    episodes = FLAGS.episodes or evaluation.protocol_episodes(protocol)
+    rows = evaluation.evaluate_data(model, data, name, settings, episodes, queries, FLAGS.seed,
+                                    within_group, verbose=verbose, protocol=protocol)
     print(evaluation.markdown_table(rows))
     if FLAGS.output_json:
         pathlib.Path(FLAGS.output_json).write_text(json.dumps(rows, indent=2) + "\n")
     if FLAGS.plot:
+        figure = kind.evaluation_figure(
+            model, rows, FLAGS.model or pathlib.Path(FLAGS.model_dir).name, data, name,
+            queries, FLAGS.seed, within_group)
         print(f"Picture written to {plots.save_png(figure, FLAGS.plot)}")
-
-
-def episode_figure(model, data, name, row, queries, within_group):
-    """The first test episode of `row`'s setting with the model's predictions."""
-    seed = flags.FLAGS.seed
-    episode, labels = evaluation.first_episode(data, row["ways"], row["shots"], queries, seed,
-                                               within_group)
-    probabilities = classify.probabilities(model, episode)
-    title = plots.episode_title(episode["support_labels"], labels, probabilities)
-    return plots.episode_figure(episode["support_images"], episode["support_labels"],
-                                episode["query_images"], probabilities, labels,
-                                title=f"{name}, first test episode: {title}")

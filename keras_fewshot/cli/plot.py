@@ -25,7 +25,7 @@ import pathlib
 
 from absl import app, flags
 
-from keras_fewshot import plots
+from keras_fewshot import plots, training
 
 
 def define_flags(flag_values):
@@ -47,7 +47,7 @@ def main(argv):
         raise app.UsageError("Give either --log (learning curves) or --curve (accuracy by "
                              "instance)")
     if FLAGS.log:
-        figure = plots.learning_curves([plots.read_history(log) for log in FLAGS.log],
+        figure = plots.learning_curves([training.read_history(log) for log in FLAGS.log],
                                        FLAGS.title)
         print(f"Learning curves written to {plots.save_png(figure, FLAGS.output)}")
         return

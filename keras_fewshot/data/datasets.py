@@ -42,6 +42,7 @@ from keras_fewshot.data.omniglot import load_split
 from keras_fewshot.layers.preprocessing import to_model_pixels
 
 OMNIGLOT, SINUSOID = "omniglot", "sinusoid"
+GENERATED = (SINUSOID,)  # data sets of generated tasks: no images to load
 NATURAL = tuple(benchmarks.PROTOCOLS)  # mini_imagenet, cifar_fs, fc100, cub
 KINDS = ("folder", "tfds") + NATURAL
 

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_fewshot.models.preset import FromPreset
+from keras_fewshot.tasks import EPISODES
 
 EPISODE_KEYS = ("support_images", "support_labels", "query_images")
 
@@ -213,13 +214,13 @@ class EpisodicClassifier(TakesPythonLists, FromPreset, keras.Model):
     Subclasses implement `classify(support_images [B,S,H,W,C], support_labels [B,S],
     query_images [B,Q,H,W,C], num_classes, training) -> logits [B,Q,N]`; a model that only
     works for one N sets `fixed_ways`, one that takes at most so many classes `max_ways`; a
-    model trained otherwise overrides `training_task`, `training_loss` and
+    model trained otherwise overrides `task_kind`, `training_loss` and
     `training_metrics`.
     """
 
     fixed_ways = None
     max_ways = None
-    training_task = "episodes"  # what the trainer feeds `fit`: "episodes" or "pairs"
+    task_kind = EPISODES  # what the trainer feeds `fit` (keras_fewshot.tasks)
 
     def training_loss(self):
         """The training loss on (query labels, logits); the papers' default is cross-entropy."""

@@ -16,6 +16,7 @@ from keras_fewshot.models.components import ImageModelMixin, make_backbone
 from keras_fewshot.models.episodic import (EpisodicClassifier, TakesPythonLists, merge_leading,
                                            validate_episode)
 from keras_fewshot.models.preset import FromPreset
+from keras_fewshot.tasks import REGRESSION
 
 
 def meta_layer(learner, algorithm, loss, **options):
@@ -104,7 +105,7 @@ class MAMLRegressor(MetaTrainStep, TakesPythonLists, FromPreset, keras.Model):
     regression on the query points of mixed tasks, fine-tuned at test like MAML.
     """
 
-    training_task = "regression_tasks"
+    task_kind = REGRESSION
 
     def __init__(self, algorithm="maml", inner_learning_rate=0.01, train_inner_steps=1,
                  test_inner_steps=10, first_order=False, hidden_units=(40, 40), input_dim=1,

@@ -23,6 +23,7 @@ from keras_fewshot.layers import InkPreprocessing
 from keras_fewshot.models.episodic import (TakesPythonLists, _check, _tensor, as_arrays,
                                            check_label_range, merge_leading)
 from keras_fewshot.models.preset import FromPreset
+from keras_fewshot.tasks import SEQUENCES
 
 SEQUENCE_KEYS = ("images", "labels")
 
@@ -95,7 +96,7 @@ class SequenceClassifier(TakesPythonLists, FromPreset, keras.Model):
     Subclasses implement `steps(inputs [B, T, s*s + N], training) -> logits [B, T, N]`.
     """
 
-    training_task = "sequences"  # the trainer feeds `fit` label sequences
+    task_kind = SEQUENCES  # the trainer feeds `fit` label sequences
 
     def __init__(self, classes=5, image_size=20, **kwargs):
         super().__init__(**kwargs)

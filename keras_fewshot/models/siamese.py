@@ -1,7 +1,7 @@
 """Siamese network (Koch, Zemel & Salakhutdinov 2015) for verification and few-shot use.
 
-Trained as a verifier on same/different pairs with binary cross-entropy (`training_task =
-"pairs"`); used through the episode contract by scoring every (query, support) pair and
+Trained as a verifier on same/different pairs with binary cross-entropy (`task_kind =
+PAIRS`); used through the episode contract by scoring every (query, support) pair and
 giving each class the mean score of its shots. Class scores are log(mean p), so softmax
 over classes gives normalised probabilities and argmax the paper's choice when K = 1.
 
@@ -16,6 +16,7 @@ from keras_fewshot.layers import NonPositive, SiameseL1Head
 from keras_fewshot.models.components import ImageModelMixin, make_backbone
 from keras_fewshot.models.episodic import _check
 from keras_fewshot.models.metric import MetricClassifier
+from keras_fewshot.tasks import PAIRS
 
 PAIR_KEYS = ("first_images", "second_images")
 
@@ -46,7 +47,7 @@ class SiameseNetwork(ImageModelMixin, MetricClassifier):
 
     code_ranks = {"support_embeddings": 2, "support_onehot": 2}
 
-    training_task = "pairs"
+    task_kind = PAIRS
     HEAD_INITIALIZERS = {"koch": (None, None),
                          "distance": (keras.initializers.Constant(-0.1), NonPositive())}
 

@@ -1,5 +1,5 @@
-"""Training with `model.fit` on episodes, pairs or label sequences (whichever the model's
-`training_task` names): config next to the checkpoints, automatic resume.
+"""Training with `model.fit` on episodes, pairs, label sequences or regression tasks
+(the stream of the model's `task_kind`): config next to the checkpoints, automatic resume.
 
 A training directory holds:
   config.json          the TrainConfig: `evaluate` and `export` rebuild the exact model from it
@@ -21,9 +21,10 @@ The modules, along the seams of that job:
   files         durable writes (renamed into place, flushed) and file sha256s
   checkpoints   checkpoints/ with their sha256 records; atomic weights files
   run_dir       what loading needs: model_from_dir, load_weights
-  data          load_data, and the training stream (episodes, pairs, sequences, tasks)
+  data          load_data, and the training stream (the model's task kind's)
   distribution  tf.distribute strategies, the chief, replicated fit
-  callbacks     checkpoint each epoch, stop on a non-finite loss, episode pictures
+  callbacks     checkpoint each epoch, stop on a non-finite loss
+  history       history.csv and config.json as learning-curve data: read_history
   loop          train: build or resume, then fit (imported only when `train` is used, so
                 loading a model never imports the fit loop)
 """
@@ -33,12 +34,13 @@ from keras_fewshot.training.config import (CONFIG_FILE, DTYPE_POLICIES, OPTIMIZE
                                            read_config, write_config)
 from keras_fewshot.training.data import load_data, training_dataset
 from keras_fewshot.training.distribution import STRATEGIES, make_strategy
+from keras_fewshot.training.history import read_history
 from keras_fewshot.training.run_dir import WEIGHTS_FILE, load_weights, model_from_dir
 
 __all__ = ["CONFIG_FILE", "Checkpoints", "DTYPE_POLICIES", "DamagedCheckpointError",
            "OPTIMIZERS", "STRATEGIES", "TrainConfig", "WEIGHTS_FILE", "load_data",
-           "load_weights", "make_strategy", "model_from_dir", "read_config", "train",
-           "training_dataset", "write_config"]
+           "load_weights", "make_strategy", "model_from_dir", "read_config", "read_history",
+           "train", "training_dataset", "write_config"]
 
 
 def __getattr__(name):

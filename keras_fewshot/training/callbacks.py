@@ -1,13 +1,9 @@
-"""The Keras callbacks of a training run: a checkpoint each epoch, a stop on a nan or inf
-loss before it reaches a checkpoint, and a picture of one episode each epoch."""
+"""The Keras callbacks of a training run: a checkpoint each epoch and a stop on a nan or inf
+loss before it reaches a checkpoint (the pictures are the task kind's)."""
 
 import math
 
 import keras
-
-from keras_fewshot import plots
-from keras_fewshot.data import episode_dataset
-from keras_fewshot.training.config import TrainConfig
 
 
 class CheckpointEachEpoch(keras.callbacks.Callback):
@@ -42,19 +38,3 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             f"training stopped and {kept}. Lower the learning rate or fix the model, then "
             "train again (a re-run with the same flags resumes from that checkpoint).")
 
-
-def episode_pictures(config: TrainConfig, model, data, log_dir):
-    """A TensorBoard callback picturing one small episode of the training classes with the
-    model's predictions after each epoch (none for models that do not classify episodes, or
-    when the data cannot fill that episode)."""
-    if data is None or model.training_task not in ("episodes", "pairs"):
-        return []
-    ways = config.ways if getattr(model, "fixed_ways", None) else min(config.ways, 10)
-    queries = min(config.queries, 3)
-    try:
-        data.check_episodes(ways, config.shots, queries)
-    except ValueError:
-        return []
-    (episode, labels), = episode_dataset(data.images, data.labels, ways, config.shots, queries,
-                                         seed=config.seed, num_episodes=1).as_numpy_iterator()
-    return [plots.EpisodeImages(log_dir, episode, labels)]

@@ -16,8 +16,9 @@ import pathlib
 import keras
 import numpy as np
 
-from keras_fewshot.data.datasets import OMNIGLOT, SINUSOID
+from keras_fewshot.data.datasets import GENERATED, OMNIGLOT
 from keras_fewshot.models import MODELS
+from keras_fewshot.tasks import EPISODES
 from keras_fewshot.training.files import write_text_durably
 
 CONFIG_FILE = "config.json"
@@ -116,13 +117,9 @@ class TrainConfig:
                      "episodes_per_epoch", "lr_decay_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        task = getattr(MODELS.get(self.model), "training_task", None)
-        if self.dataset != SINUSOID and self.ways < 2:  # regression tasks have no classes
-            raise ValueError(f"ways must be at least 2, got {self.ways}: "
-                             + ("a sequence of one class teaches nothing (its label is always 0)"
-                                if task == "sequences" else
-                                "a 1-way episode is solved by any model (every query is class "
-                                "0), so it trains to a loss of 0 and learns nothing"))
+        kind = getattr(MODELS.get(self.model), "task_kind", EPISODES)
+        if self.dataset not in GENERATED and self.ways < 2:  # regression tasks have no classes
+            raise ValueError(f"ways must be at least 2, got {self.ways}: {kind.one_way_problem}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}"
                              + (" (a negative rate climbs the loss: gradient ascent)"
@@ -131,9 +128,7 @@ class TrainConfig:
             raise ValueError(f"lr_decay_rate must be in (0, 1], got {self.lr_decay_rate}: the "
                              "rate is multiplied by it every lr_decay_every episodes (1 keeps "
                              "it constant, more would grow it, 0 or less stop or flip it)")
-        if task == "pairs" and (self.pairs < 2 or self.pairs % 2):
-            raise ValueError(f"pairs must be an even number >= 2 (half same-class, half "
-                             f"different-class pairs), got {self.pairs}")
+        kind.check_config(self)
         if self.channels not in (0, 1, 3):
             raise ValueError(f"channels must be 1 or 3 (0: as in the files), got {self.channels}")
         if not 0 <= self.seed < 2 ** 32:
@@ -148,8 +143,8 @@ class TrainConfig:
             choices, value = field.metadata.get("choices"), getattr(self, field.name)
             if isinstance(value, str) and choices and value not in choices:
                 raise ValueError(f"{field.name} must be one of {list(choices)}, got {value!r}")
-        if self.dataset not in (OMNIGLOT, SINUSOID) and (self.within_alphabet
-                                                            or self.rotations):
+        if self.dataset not in (OMNIGLOT, *GENERATED) and (self.within_alphabet
+                                                              or self.rotations):
             raise ValueError("within_alphabet and rotations need Omniglot's alphabets; "
                              f"{self.dataset} has none")
         if self.init_from and self.embedding_from:

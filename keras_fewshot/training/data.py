@@ -4,9 +4,8 @@ sequences or regression tasks built from them (`training_dataset`), from any ele
 element i depends only on (seed, i). `data_preprocessor` names the preprocessor a data set's
 images want (Omniglot's ink, or RGB for colour images)."""
 
-from keras_fewshot.data import (episode_dataset, load_dataset, pair_dataset, sequence_dataset,
-                                sinusoid_tasks)
-from keras_fewshot.data.datasets import NATURAL, OMNIGLOT, SINUSOID, parse_dataset
+from keras_fewshot.data import load_dataset
+from keras_fewshot.data.datasets import GENERATED, NATURAL, OMNIGLOT, parse_dataset
 from keras_fewshot.data.images import folder_classes, read_images
 from keras_fewshot.training.config import TrainConfig, model_default
 
@@ -19,7 +18,7 @@ def data_preprocessor(dataset: str, channels=0, source=None):
     when it is 1 or 3, else as in the files: a folder's first image, the TFDS image
     feature); None for regression tasks (sinusoid), which have no images."""
     kind, argument = parse_dataset(dataset)
-    if kind == SINUSOID:
+    if kind in GENERATED:
         return None
     if kind == OMNIGLOT:
         return INK
@@ -58,7 +57,7 @@ def load_data(config: TrainConfig, subset: str, source=None):
     augmentation applies to the training subset only. Folder and TFDS images keep their
     colour for an RGB preprocessor (Omniglot's ink takes gray ones). None for generated
     tasks (sinusoid)."""
-    if config.dataset == SINUSOID:
+    if config.dataset in GENERATED:
         return None
     return load_dataset(config.dataset, config.split, subset, source=source,
                         image_size=config.image_size, channels=config.channels or None,
@@ -67,32 +66,6 @@ def load_data(config: TrainConfig, subset: str, source=None):
 
 
 def training_dataset(config: TrainConfig, model, data, start=0):
-    """The stream `model` trains on from element `start`: episodes, same/different pairs,
-    or batches of `episodes_per_step` label sequences (one sequence counts as an episode)."""
-    remaining = config.episodes - start
-    if (config.dataset == SINUSOID) != (model.training_task == "regression_tasks"):
-        raise ValueError(f"{config.model} trains on {model.training_task}; dataset "
-                         f"{config.dataset!r} does not provide them")
-    if config.dataset == SINUSOID:
-        return sinusoid_tasks(config.shots, config.queries, seed=config.seed, start=start,
-                              num_tasks=remaining, batch_size=config.episodes_per_step)
-    groups = data.groups if config.within_alphabet else None
-    if model.training_task == "sequences":
-        if config.ways != model.classes:
-            raise ValueError(f"This {config.model} model classifies {model.classes} classes, but "
-                             f"ways={config.ways} asks for sequences of {config.ways} classes; "
-                             "set ways to the model's classes")
-        return sequence_dataset(data.images, data.labels, config.ways, config.instances,
-                                groups=groups, seed=config.seed, start=start,
-                                num_sequences=remaining, batch_size=config.episodes_per_step,
-                                distort=config.distort)
-    if model.training_task == "pairs":
-        if config.episodes_per_step != 1:
-            raise ValueError("pair-trained models take one batch of pairs per step: set "
-                             "episodes_per_step=1 and the batch size with pairs")
-        return pair_dataset(data.images, data.labels, config.pairs, groups=groups,
-                            seed=config.seed,
-                            start=start, num_batches=remaining, distort=config.distort)
-    return episode_dataset(data.images, data.labels, config.ways, config.shots,
-                           config.queries, groups=groups, seed=config.seed, start=start,
-                           num_episodes=remaining, batch_size=config.episodes_per_step)
+    """The stream `model` trains on from element `start`: its task kind's (episodes,
+    same/different pairs, label sequences or regression tasks; see `keras_fewshot.tasks`)."""
+    return model.task_kind.training_stream(config, model, data, start)

@@ -32,9 +32,9 @@ def is_chief(strategy):
 
 
 def check_divisible(config, model, replicas):
-    """Each replica takes an equal share of the step's episodes (or pairs)."""
-    name, per_step = (("pairs", config.pairs) if model.training_task == "pairs"
-                      else ("episodes_per_step", config.episodes_per_step))
+    """Each replica takes an equal share of the step's global batch (episodes, pairs, ...:
+    the model's task kind says which)."""
+    name, per_step = model.task_kind.global_batch(config)
     if per_step % replicas:
         raise ValueError(f"{name}={per_step} does not split evenly over {replicas} replicas: "
                          f"use a multiple of {replicas} (it is the global batch, kept as is)")

@@ -9,8 +9,7 @@ import keras
 import tensorflow as tf
 
 from keras_fewshot.models import build_model
-from keras_fewshot.training.callbacks import (CheckpointEachEpoch, StopOnNonFiniteLoss,
-                                              episode_pictures)
+from keras_fewshot.training.callbacks import CheckpointEachEpoch, StopOnNonFiniteLoss
 from keras_fewshot.training.checkpoints import Checkpoints, atomic_save_weights
 from keras_fewshot.training.config import (OPTIMIZERS, TrainConfig, check_resumable,
                                            using_dtype_policy, write_config)
@@ -69,9 +68,7 @@ def train(config: TrainConfig, model_dir, data_source=None, verbose=1,
                       loss=model.training_loss(), metrics=model.training_metrics())
         if restore is not None:
             load_weights(model, restore, config)
-    if model.training_task == "episodes" and data is not None:  # refused before any file
-        data.check_episodes(config.ways, config.shots, config.queries,
-                            what=f"{config.dataset} {config.split}/{config.subset}")
+    model.task_kind.check_training_data(config, data)  # refused before any file
     if is_chief(strategy):
         model_dir.mkdir(parents=True, exist_ok=True)
         write_config(model_dir, config)  # only once the model, data and start weights work
@@ -135,8 +132,8 @@ def _fit(config: TrainConfig, model, data, checkpoints, model_dir, verbose):
                                  keras.callbacks.CSVLogger(str(model_dir / "history.csv"),
                                                            append=True),
                                  keras.callbacks.TensorBoard(str(model_dir / "logs")),
-                                 *episode_pictures(config, model, data,
-                                                   model_dir / "logs" / "episodes")])
+                                 *model.task_kind.training_pictures(
+                                     config, model, data, model_dir / "logs" / "episodes")])
     # The released weights carry no optimizer state: copy into an uncompiled twin.
     release = build_model(config.model, config.model_config)
     release.set_weights(model.get_weights())
