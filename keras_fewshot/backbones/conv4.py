@@ -18,6 +18,8 @@ per call on each replica, for models whose batches are per task anyway (MAML's i
 import keras
 import tensorflow as tf
 
+from keras_fewshot.backbones.chain import build_chain, chain_output_shape
+
 
 @keras.saving.register_keras_serializable(package="keras_fewshot")
 class BatchNormalization(keras.layers.BatchNormalization):
@@ -117,10 +119,7 @@ class Conv4Embedding(keras.layers.Layer):
             self.block_layers.append(keras.layers.Flatten(name="flatten"))
 
     def build(self, input_shape):
-        shape = input_shape
-        for layer in self.block_layers:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
+        build_chain(self.block_layers, input_shape)
 
     def call(self, x, training=False):
         layers = iter(self.block_layers)
@@ -132,10 +131,7 @@ class Conv4Embedding(keras.layers.Layer):
         return x
 
     def compute_output_shape(self, input_shape):
-        shape = input_shape
-        for layer in self.block_layers:
-            shape = layer.compute_output_shape(shape)
-        return shape
+        return chain_output_shape(self.block_layers, input_shape)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "blocks": self.blocks,

@@ -20,6 +20,7 @@ fused kernel, with `fused_training=False` for a learner differentiated twice).
 import keras
 import tensorflow as tf
 
+from keras_fewshot.backbones.chain import build_chain, chain_output_shape
 from keras_fewshot.backbones.conv4 import BatchNormalization
 
 
@@ -155,10 +156,7 @@ class ResNet12(keras.layers.Layer):
             for i, width in enumerate(self.filters)]
 
     def build(self, input_shape):
-        shape = input_shape
-        for block in self.residual_blocks:
-            block.build(shape)
-            shape = block.compute_output_shape(shape)
+        build_chain(self.residual_blocks, input_shape)
 
     def call(self, x, training=False):
         for block in self.residual_blocks:
@@ -166,9 +164,7 @@ class ResNet12(keras.layers.Layer):
         return tf.reduce_mean(x, axis=[1, 2]) if self.pooled else x
 
     def compute_output_shape(self, input_shape):
-        shape = input_shape
-        for block in self.residual_blocks:
-            shape = block.compute_output_shape(shape)
+        shape = chain_output_shape(self.residual_blocks, input_shape)
         return (shape[0], shape[-1]) if self.pooled else shape
 
     def get_config(self):

@@ -28,6 +28,7 @@ zero, where nothing upstream of a read-out would get a gradient:
 import keras
 import tensorflow as tf
 
+from keras_fewshot.backbones.chain import build_chain
 from keras_fewshot.layers.meta_lstm import preprocess_gradient
 
 
@@ -98,10 +99,7 @@ class FastWeightGenerator(keras.layers.Layer):
             name="fast_weight"))
 
     def build(self, gradients_shape=None):
-        shape = (None, 2)
-        for layer in self.mlp:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
+        build_chain(self.mlp, (None, 2))
 
     def call(self, gradients):
         x = tf.reshape(preprocess_gradient(gradients, self.p), (-1, 2))

@@ -12,6 +12,7 @@ go on through batch norm and the rest, exactly as the concatenated pairs would.
 import keras
 import tensorflow as tf
 
+from keras_fewshot.backbones.chain import build_chain
 from keras_fewshot.backbones.conv4 import Conv4Embedding
 
 
@@ -30,10 +31,7 @@ class RelationModule(keras.layers.Layer):
 
     def build(self, pairs_shape):
         """pairs_shape: [M, h, w, 2C], the concatenated pair maps the first conv reads."""
-        self.convs.build(pairs_shape)
-        shape = self.convs.compute_output_shape(pairs_shape)
-        self.hidden.build(shape)
-        self.score.build(self.hidden.compute_output_shape(shape))
+        build_chain([self.convs, self.hidden, self.score], pairs_shape)
 
     def call(self, query_maps, class_maps, training=False):
         first_conv, *rest = self.convs.block_layers
