@@ -5,6 +5,13 @@
     get_backbone("resnet12", pooled=False)        # by name, with constructor arguments
     get_backbone(keras.saving.serialize_keras_object(layer))   # a serialised backbone
     get_backbone(layer)                           # a Keras layer or model: as is
+
+A named backbone is one file here and its entry in BACKBONES. Its class builds itself for a
+model with the classmethod `for_model(feature_map=False, relation=False, **options)`:
+vectors [M, D], or maps [M, h, w, C] when `feature_map`; `relation` for the Relation
+Network's embedding; `options` the batch-norm settings `synchronized` and
+`fused_training_batch_norm`, and `filters` for a class whose `takes_model_filters` is True
+(its width is a model's `filters` argument). keras_fewshot.models.components builds it.
 """
 
 import keras
@@ -17,10 +24,10 @@ BACKBONES = {"conv4": Conv4Embedding, "resnet12": ResNet12}
 
 
 def layer_from_spec(spec, choices, what, **arguments):
-    """A layer from `spec`: a name in `choices` (a dict of classes, built with `arguments`),
-    a serialised config dict (keras.saving.serialize_keras_object), or a Keras layer or
-    model, returned as is. ValueError naming the choices for an unknown name, TypeError for
-    anything else; `what` names the part in the messages."""
+    """A layer from `spec`: a name in `choices` (a dict of classes or other callables, called
+    with `arguments`), a serialised config dict (keras.saving.serialize_keras_object), or a
+    Keras layer or model, returned as is. ValueError naming the choices for an unknown name,
+    TypeError for anything else; `what` names the part in the messages."""
     if isinstance(spec, str):
         if spec not in choices:
             raise ValueError(f"Unknown {what} {spec!r}; choices: {sorted(choices)}, a "

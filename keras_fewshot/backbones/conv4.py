@@ -94,6 +94,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
 class Conv4Embedding(keras.layers.Layer):
     """float32 [M, H, W, C] -> [M, D] (flatten=True) or feature maps [M, h, w, filters]."""
 
+    takes_model_filters = True  # a model's `filters` argument is this backbone's width
+
     def __init__(self, filters=64, blocks=4, pooled_blocks=None, flatten=True,
                  synchronized=None, fused_training_batch_norm=True, **kwargs):
         super().__init__(**kwargs)
@@ -117,6 +119,15 @@ class Conv4Embedding(keras.layers.Layer):
             self.block_layers.append(keras.layers.ReLU(name=f"relu{i}"))
         if self.flatten:
             self.block_layers.append(keras.layers.Flatten(name="flatten"))
+
+    @classmethod
+    def for_model(cls, feature_map=False, relation=False, **options):
+        """A model's conv4: flattened, or maps for a head that reads them (`feature_map`);
+        for the Relation Network's embedding module, pooled in the first two blocks only and
+        maps kept (Sung et al. 2018, sec. 3.4: 28x28 -> 7x7x64)."""
+        if relation:
+            return cls(pooled_blocks=2, flatten=False, **options)
+        return cls(flatten=not feature_map, **options)
 
     def build(self, input_shape):
         build_chain(self.block_layers, input_shape)

@@ -155,6 +155,12 @@ class ResNet12(keras.layers.Layer):
                           self.fused_training_batch_norm, name=f"block{i}")
             for i, width in enumerate(self.filters)]
 
+    @classmethod
+    def for_model(cls, feature_map=False, relation=False, **options):
+        """A model's ResNet-12: pooled to vectors, or maps for a head that reads them
+        (`feature_map`; the Relation Network's module reads them as they are, `relation`)."""
+        return cls(pooled=not feature_map, **options)
+
     def build(self, input_shape):
         build_chain(self.residual_blocks, input_shape)
 

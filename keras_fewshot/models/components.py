@@ -7,13 +7,16 @@ serialised, so `from_config(get_config())` and `.keras` files rebuild the same m
 defaults ("conv4", "ink") build exactly the zoo's models, with the same weight paths
 (`model.preprocess`, `model.embedding`).
 
-`filters` is conv4's width and only goes with `backbone="conv4"`: with any other backbone it
-is refused, rather than one of the two silently ignored.
+A backbone named in `keras_fewshot.backbones.BACKBONES` is built by its class's `for_model`,
+which turns what the model needs (vectors or maps, the Relation Network's embedding) into
+its own arguments: no branch here knows a backbone. `filters` is the width of a named
+backbone whose class `takes_model_filters` (conv4) and goes with no other: with any other
+backbone it is refused, rather than one of the two silently ignored.
 """
 
 import keras
 
-from keras_fewshot.backbones import ImageModelBackbone, get_backbone
+from keras_fewshot.backbones import BACKBONES, ImageModelBackbone, get_backbone, layer_from_spec
 from keras_fewshot.layers.preprocessing import get_preprocessor
 
 
@@ -37,16 +40,18 @@ def preprocessor_channels(layer, image_size):
     return int(channels)
 
 
-def conv4_filters(backbone, filters, default=64):
-    """The conv4 width: `filters`, or `default` when it is None; None for another backbone,
-    which `filters` may not go with (ValueError)."""
-    if isinstance(backbone, str) and backbone == "conv4":
+def backbone_filters(backbone, filters, default=64):
+    """The width `filters` of a named backbone that takes it, `default` when None; None for
+    another backbone, which `filters` may not go with (ValueError)."""
+    sized = sorted(name for name, cls in BACKBONES.items()
+                   if getattr(cls, "takes_model_filters", False))
+    if isinstance(backbone, str) and backbone in sized:
         return default if filters is None else int(filters)
     if filters is not None:
         what = backbone if isinstance(backbone, str) else type(backbone).__name__
-        raise ValueError(f"filters={filters} sets the conv4 backbone's width, but the backbone "
-                         f"is {what!r}: set its width in the backbone itself, or pass "
-                         "backbone='conv4'")
+        raise ValueError(f"filters={filters} sets the {' or '.join(sized)} backbone's width, "
+                         f"but the backbone is {what!r}: set its width in the backbone itself, "
+                         f"or pass {' or '.join(f'backbone={name!r}' for name in sized)}")
     return None
 
 
@@ -56,26 +61,20 @@ def make_backbone(spec, input_shape, filters=None, feature_map=False, relation=F
     `build=False` (a model that builds it itself, under its own name scope), and its output
     shape.
 
-    From a name it is named "embedding" and given the model's options: conv4 `filters` (and
-    for the Relation Network's embedding, `relation=True`: pooling in the first two blocks
-    only, maps kept), `pooled=not feature_map` for ResNet-12, and `options` (batch norm's
-    `synchronized`, `fused_training_batch_norm`) for both. A layer or config is used as
-    given, except that a Keras model (keras.applications, keras-hub) whose output is a map is
-    wrapped in `ImageModelBackbone` to pool it when the model wants a vector. ValueError when
-    the output is a vector where maps are needed, or the other way round.
+    From a name it is named "embedding" and built by its class's `for_model(feature_map,
+    relation, **options)`: `feature_map` asks for maps [M, h, w, C] rather than vectors,
+    `relation` for the Relation Network's embedding; `options` are the model's (batch norm's
+    `synchronized`, `fused_training_batch_norm`), and `filters` when given. A layer or config
+    is used as given, except that a Keras model (keras.applications, keras-hub) whose output
+    is a map is wrapped in `ImageModelBackbone` to pool it when the model wants a vector.
+    ValueError when the output is a vector where maps are needed, or the other way round.
     """
     if isinstance(spec, str):
-        if spec == "conv4":
-            arguments = {"filters": filters, **options}
-            if relation:
-                arguments.update(pooled_blocks=2, flatten=False)
-            elif feature_map:
-                arguments.update(flatten=False)
-        elif spec == "resnet12":
-            arguments = {"pooled": not feature_map, **options}
-        else:
-            arguments = {}  # get_backbone names the choices
-        layer = get_backbone(spec, name="embedding", **arguments)
+        if filters is not None:
+            options["filters"] = filters
+        builders = {name: cls.for_model for name, cls in BACKBONES.items()}
+        layer = layer_from_spec(spec, builders, "backbone", name="embedding",
+                                feature_map=feature_map, relation=relation, **options)
     else:
         layer = get_backbone(spec)
     if build and not layer.built:
@@ -109,11 +108,11 @@ class ImageModelMixin:
     `self.preprocess`, `image_parts_config` writes both parts' get_config entries."""
 
     def set_preprocessor(self, image_size, preprocessor, backbone, filters, default_filters=64):
-        """Sets image_size, filters (conv4's, else None), preprocess and channels, and
-        remembers the specs given by name; returns the backbone's input shape
+        """Sets image_size, filters (a named backbone's width, else None), preprocess and
+        channels, and remembers the specs given by name; returns the backbone's input shape
         [None, s, s, channels]."""
         self.image_size = int(image_size)
-        self.filters = conv4_filters(backbone, filters, default_filters)
+        self.filters = backbone_filters(backbone, filters, default_filters)
         self.preprocess = make_preprocessor(preprocessor, self.image_size)
         self.channels = preprocessor_channels(self.preprocess, self.image_size)
         self._preprocessor_name = preprocessor if isinstance(preprocessor, str) else None
