@@ -14,7 +14,7 @@ embedding of a metric head; `pooled=False` keeps the maps [M, h, w, 640] for a h
 them (the Relation Network's relation module).
 
 Batch norm is the conv4 backbone's (`keras_fewshot.backbones.conv4.BatchNormalization`: the
-fused kernel, with `fused_training=False` for a learner differentiated twice).
+fused kernel, or op by op with `fused_training=False`; both differentiate twice exactly).
 """
 
 import keras
@@ -129,8 +129,8 @@ class ResNet12(keras.layers.Layer):
     filters: the four blocks' widths. drop_rate / dropblock_size / dropblock_blocks: DropBlock
     after the pool of the blocks whose index is in `dropblock_blocks` (default: the last two),
     off when drop_rate is 0 (the default). synchronized: batch statistics over all replicas
-    (None: when built under a strategy with several). fused_training_batch_norm: False for a
-    learner differentiated twice (second-order MAML; see backbones/conv4.py).
+    (None: when built under a strategy with several). fused_training_batch_norm: False runs
+    training-mode batch norm op by op (see backbones/conv4.py).
     """
 
     def __init__(self, filters=(64, 160, 320, 640), pooled=True, drop_rate=0.0,
