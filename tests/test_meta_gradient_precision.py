@@ -5,9 +5,8 @@ The meta-gradient of a conv4 learner with batch norm is ill-conditioned: on real
 episodes, float32 round-off alone moves it by up to about 1% against float64, first order
 too. Second order differentiates the same forward and backward values once more, so its
 float32 error is held to twice the first-order one's (one more pass of the same round-off).
-TensorFlow's fused batch-norm kernel breaks that bound: the gradient registered for its
-gradient kernel is inexact (3-20% off in the first three blocks, measured), which is why a
-second-order learner computes batch norm op by op (keras_fewshot/backbones/conv4.py).
+(The float64 reference is exact: batch norm's second derivative is checked against finite
+differences in tests/test_maml_second_order.py.)
 
 bf16 compute:
 bfloat16 keeps 8 significant bits, so storing the learner's weights in it alone moves each by
