@@ -448,3 +448,26 @@ def test_metalstm_classifier_has_the_papers_defaults():
     np.testing.assert_allclose(model.meta.update_rule.input_bias.numpy(), -4.5, atol=0.01)
     with pytest.raises(ValueError, match="algorithm is 'metalstm'.*--model=maml"):
         MetaLSTMClassifier(algorithm="maml")
+
+
+@pytest.mark.parametrize("random_layer", [
+    lambda: keras.layers.Dropout(0.2),
+    lambda: keras.layers.GaussianNoise(0.1),
+])
+def test_a_learner_that_is_random_in_training_mode_is_refused(random_layer):
+    """The MAML family runs its learner in training mode at test too (batch statistics), so
+    dropout would randomise every prediction."""
+    learner = keras.Sequential([keras.Input((DIM,)), keras.layers.Dense(4), random_layer(),
+                                keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match="random in training mode"):
+        MAML(learner, loss="mse")
+
+
+def test_resnet12_with_dropblock_is_refused_and_without_it_accepted():
+    from keras_fewshot.backbones import ResNet12
+    with pytest.raises(ValueError, match="dropblock.*rate of 0"):
+        MAMLClassifier(ways=2, image_size=16,
+                       backbone=ResNet12(filters=(4, 4, 4, 4), drop_rate=0.1))
+    MAMLClassifier(ways=2, image_size=16, backbone=ResNet12(filters=(4, 4, 4, 4)))
+    MAML(keras.Sequential([keras.Input((DIM,)), keras.layers.Dropout(0.0),  # the identity
+                           keras.layers.Dense(1)]), loss="mse")

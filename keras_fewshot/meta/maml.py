@@ -22,7 +22,20 @@ of its task (transductive, as in the MAML paper's Omniglot numbers).
 import keras
 import tensorflow as tf
 
+from keras_fewshot.backbones import DropBlock
+
 TASK_LOSSES = ("cross_entropy", "mse")
+# Layers whose outputs are random in training mode (in which the learner always runs).
+RANDOM_IN_TRAINING = (keras.layers.Dropout, keras.layers.AlphaDropout,
+                      keras.layers.GaussianDropout, keras.layers.GaussianNoise, DropBlock)
+
+
+def random_layers(learner):
+    """Names of the learner's layers that would make its outputs random in training mode:
+    dropout-like layers with a non-zero rate (or noise level)."""
+    return [layer.name for layer in learner._flatten_layers()
+            if isinstance(layer, RANDOM_IN_TRAINING)
+            and getattr(layer, "rate", getattr(layer, "stddev", 0.0))]
 
 
 def task_loss(kind, targets, outputs):
@@ -57,6 +70,13 @@ class MAML(keras.layers.Layer):
                              "once or give it an Input) before wrapping it")
         if loss not in TASK_LOSSES:
             raise ValueError(f"loss must be one of {TASK_LOSSES}, got {loss!r}")
+        random = random_layers(learner)
+        if random:
+            raise ValueError(
+                f"The learner has layers that are random in training mode ({', '.join(random)}): "
+                "the MAML family always runs it in training mode (batch norm on batch "
+                "statistics), so they would also drop or add noise at test time and make "
+                "predictions random. Give them a rate of 0 (e.g. ResNet12(drop_rate=0)).")
         for name, steps in (("train_inner_steps", train_inner_steps),
                             ("test_inner_steps", test_inner_steps)):
             if int(steps) < 0:
