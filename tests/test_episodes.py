@@ -172,3 +172,119 @@ def test_bad_arrays(data):
         episode_dataset(images[..., 0], labels, 2, 1, 1)
     with pytest.raises(ValueError, match="integer"):
         episode_dataset(images, labels.astype(np.float32), 2, 1, 1)
+
+
+def test_the_stream_is_the_one_sampled_before_drawers_and_distortions(data):
+    """Episodes 4 and 5 of seed 11, as the sampler drew them before it took `drawers` and
+    `distort` (commit 1ed0092): the zoo's measured episodes must not move."""
+    groups = np.arange(100) % 3
+    expected = {
+        "plain": [([18, 63, 52, 73, 37, 76], [1, 2, 1, 0, 0, 2], [62, 0, 27], [2, 1, 0]),
+                  ([78, 48, 6, 13, 55, 46], [0, 1, 2, 0, 1, 2], [7, 64, 59], [2, 1, 0])],
+        "groups": [([16, 72, 33, 71, 41, 58], [1, 2, 1, 0, 0, 2], [45, 54, 22], [2, 1, 0]),
+                   ([78, 48, 62, 13, 55, 63], [0, 1, 2, 0, 1, 2], [68, 64, 59], [2, 1, 0])],
+    }
+    for name, kwargs in (("plain", {}), ("groups", {"groups": groups})):
+        for distort in (None, False):
+            if distort is not None:
+                kwargs = {**kwargs, "distort": distort}
+            stream = episodes(data, 3, 2, 1, 2, seed=11, start=4, **kwargs)
+            actual = [(example_indices(e["support_images"]).tolist(),
+                       e["support_labels"].tolist(),
+                       example_indices(e["query_images"]).tolist(), q.tolist())
+                      for e, q in stream]
+            assert actual == expected[name], (name, distort)
+
+
+# --- Episodes by drawer (Lake et al.'s one-shot runs) -------------------------------------------
+
+# 9 classes x 4 drawers (drawer names 3, 5, 8, 13), shuffled; groups of 4, 3 and 2 classes.
+DRAWERS = np.array([3, 5, 8, 13])
+DRAWER_GROUPS = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2])
+
+
+@pytest.fixture(scope="module")
+def drawn():
+    """(images, labels, drawers): every class drawn once by each drawer, in random order."""
+    order = np.random.default_rng(5).permutation(9 * len(DRAWERS))
+    labels = np.repeat(np.arange(9), len(DRAWERS))[order]
+    drawers = np.tile(DRAWERS, 9)[order]
+    return index_images(len(labels)), labels, drawers
+
+
+def test_drawer_episodes_take_support_from_one_drawer_and_queries_from_another(drawn):
+    images, labels, drawers = drawn
+    pairs, seen_groups = set(), set()
+    stream = episode_dataset(images, labels, 3, 1, 1, groups=DRAWER_GROUPS, drawers=drawers,
+                             seed=2, num_episodes=40)
+    for episode, query_labels in stream.as_numpy_iterator():
+        mapping = label_to_class(episode, query_labels, labels, 3, 1, 1)
+        support = example_indices(episode["support_images"])
+        query = example_indices(episode["query_images"])
+        (support_drawer,), (query_drawer,) = set(drawers[support]), set(drawers[query])
+        assert support_drawer != query_drawer
+        pairs.add((support_drawer, query_drawer))
+        groups = {DRAWER_GROUPS[c] for c in mapping.values()}
+        assert len(groups) == 1
+        seen_groups |= groups
+    assert seen_groups == {0, 1}  # group 2 has 2 classes: too few for 3-way
+    assert len(pairs) > 5  # drawers vary, in both roles
+
+
+def test_drawer_episodes_are_deterministic_and_resume(drawn):
+    images, labels, drawers = drawn
+
+    def stream(**kwargs):
+        return list(episode_dataset(images, labels, 4, 1, 1, drawers=drawers,
+                                    **kwargs).as_numpy_iterator())
+
+    whole = stream(seed=4, num_episodes=6)
+    _assert_streams_equal(whole, stream(seed=4, num_episodes=6))
+    _assert_streams_equal(whole[2:], stream(seed=4, start=2, num_episodes=4))
+    assert _streams_differ(whole, stream(seed=5, num_episodes=6))
+
+
+def test_drawer_episodes_refuse_what_they_cannot_draw(drawn):
+    images, labels, drawers = drawn
+    with pytest.raises(ValueError, match="one support and one query.*shots=2, queries=1"):
+        episode_dataset(images, labels, 3, 2, 1, drawers=drawers)
+    missing = drawers.copy()
+    missing[np.flatnonzero(labels == 6)[0]] = 5  # class 6: drawer 5 twice
+    with pytest.raises(ValueError, match=r"each of the 4 drawers; class 6 has drawers"):
+        episode_dataset(images, labels, 3, 1, 1, drawers=missing)
+    with pytest.raises(ValueError, match="one drawer per image"):
+        episode_dataset(images, labels, 3, 1, 1, drawers=drawers[:-1])
+
+
+# --- Distorted training episodes (Koch et al. 2015) ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def paper():
+    """(images, labels): 6 classes x 4 uint8 28x28 images, a dark bar on white paper each."""
+    images = np.full((24, 28, 28, 1), 255, np.uint8)
+    for i in range(24):
+        images[i, 6 + i // 4:20, 8 + i % 4:14 + i % 4] = 0
+    return images, np.repeat(np.arange(6), 4)
+
+
+def test_distorted_episodes_keep_classes_labels_and_shapes(paper):
+    plain = episodes(paper, 3, 2, 1, 4, seed=7)
+    warped = episodes(paper, 3, 2, 1, 4, seed=7, distort=True)
+    for (p, p_labels), (w, w_labels) in zip(plain, warped):
+        np.testing.assert_array_equal(w["support_labels"], p["support_labels"])
+        np.testing.assert_array_equal(w_labels, p_labels)
+        for key in ("support_images", "query_images"):
+            assert w[key].shape == p[key].shape and w[key].dtype == np.uint8
+    assert _streams_differ(plain, warped)
+    assert any(not np.array_equal(p["query_images"], w["query_images"])
+               for (p, _), (w, _) in zip(plain, warped))
+
+
+def test_distorted_episodes_are_deterministic_and_resume(paper):
+    whole = episodes(paper, 3, 1, 2, 5, seed=8, distort=True)
+    _assert_streams_equal(whole, episodes(paper, 3, 1, 2, 5, seed=8, distort=True))
+    _assert_streams_equal(whole[3:], episodes(paper, 3, 1, 2, 2, seed=8, start=3,
+                                              distort=True))
+    batched = episodes(paper, 3, 1, 2, 4, seed=8, distort=True, batch_size=2)
+    np.testing.assert_array_equal(batched[1][0]["query_images"],
+                                  np.stack([e["query_images"] for e, _ in whole[2:4]]))

@@ -70,6 +70,24 @@ def test_the_training_stream_is_what_fit_takes(kind):
         np.testing.assert_array_equal(got, want)
 
 
+def test_distort_warps_the_training_episodes_and_keeps_them_resumable():
+    """--distort on an episode stream: the same episodes, each image under its own Koch et
+    al. map, and a resumed run continues the distorted stream."""
+    data, model = labelled_images(28), build_model("protonet", {"filters": 4})
+    plain, warped = (list(EPISODES.training_stream(run_config(EPISODES, distort=distort),
+                                                   model, data).as_numpy_iterator())
+                     for distort in (False, True))
+    for (p, p_labels), (w, w_labels) in zip(plain, warped):
+        np.testing.assert_array_equal(w["support_labels"], p["support_labels"])
+        np.testing.assert_array_equal(w_labels, p_labels)
+        assert w["support_images"].shape == p["support_images"].shape
+        assert not np.array_equal(w["support_images"], p["support_images"])
+    resumed = EPISODES.training_stream(run_config(EPISODES, distort=True), model, data, start=4)
+    for got, want in zip(keras.tree.flatten(next(resumed.as_numpy_iterator())),
+                         keras.tree.flatten(warped[2])):  # 2 episodes per step
+        np.testing.assert_array_equal(got, want)
+
+
 def test_a_kind_refuses_settings_and_data_that_cannot_make_its_stream():
     data = labelled_images(28)
     protonet = build_model("protonet", {"filters": 4})

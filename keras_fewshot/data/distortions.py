@@ -3,8 +3,9 @@
 Each image gets its own map: a rotation, a shear, a per-axis scale and a translation, each
 drawn uniformly from its range and applied with probability `probability` (else neutral),
 composed about the image centre and resampled bilinearly; uncovered pixels are white paper.
-Users: Koch et al.'s pair distortions (`pairs.py`), Santoro et al.'s rotations and
-translations of sequence images (`sequences.py`).
+Users: Koch et al.'s distortions (`koch_distort`) of pairs (`pairs.py`) and training
+episodes (`episodes.py`), Santoro et al.'s rotations and translations of sequence images
+(`sequences.py`).
 """
 
 import math
@@ -25,6 +26,14 @@ def random_affine(images, seed, *, rotation=0.0, shear=0.0, scale=0.0, shift=0.0
     return affine_transform(images, affine_parameters(
         tf.shape(images)[0], seed, rotation=rotation, shear=shear, scale=scale, shift=shift,
         probability=probability))
+
+
+def koch_distort(images, seed):
+    """Koch, Zemel & Salakhutdinov (2015, sec. 4.1): rotation in [-10, 10] degrees, shear in
+    [-0.3, 0.3], scale in [0.8, 1.2] and shift in [-2, 2] pixels at 105x105, each applied
+    with probability 0.5."""
+    return random_affine(images, seed, rotation=10.0, shear=0.3, scale=0.2, shift=2.0,
+                         probability=0.5)
 
 
 def affine_parameters(count, seed, *, rotation=0.0, shear=0.0, scale=0.0, shift=0.0,

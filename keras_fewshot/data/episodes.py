@@ -8,10 +8,19 @@ Each episode: N distinct classes (optionally all from one group, e.g. one alphab
 distinct examples per class, support and query disjoint, classes given labels 0..N-1 in
 random order, support and query each in random order. Elements follow the episode contract:
 ({"support_images", "support_labels", "query_images"}, query_labels).
+
+Given each image's drawer, episodes are Lake et al.'s (2015) one-shot runs instead: one
+drawer's image of each class as support, another drawer's as query (1-shot, 1 query).
+`distort=True` gives every image of an episode its own Koch et al. (2015) affine distortion
+(training augmentation), drawn from (seed, i) as the rest of the episode.
 """
+
+import functools
 
 import numpy as np
 import tensorflow as tf
+
+from keras_fewshot.data.distortions import koch_distort
 
 
 class EpisodeSpec:
@@ -61,11 +70,35 @@ def check_images(images, labels) -> np.ndarray:
     return images
 
 
-def sample_class_examples(spec: EpisodeSpec, seeds):
-    """[N, K + Q] example indices (into the class-sorted order): row n holds K + Q distinct
-    examples of the class given label n, the N classes distinct and drawn in random order.
+def drawer_table(spec: EpisodeSpec, labels, drawers) -> np.ndarray:
+    """int64 [classes, D]: the example (index into the class-sorted order) of each of `spec`'s
+    classes by each of the D drawers (sorted); ValueError unless every class has exactly one
+    example by each drawer and there are at least two drawers."""
+    drawers = np.asarray(drawers)
+    if drawers.shape != np.shape(labels):
+        raise ValueError(f"drawers must give one drawer per image: {drawers.shape} for "
+                         f"{len(labels)} labels")
+    drawers, labels = drawers[spec.order], np.asarray(labels)[spec.order]
+    names = np.unique(drawers)
+    if len(names) < 2:
+        raise ValueError("Episodes by drawer take support and queries from two drawers; the "
+                         f"images have {len(names)}")
+    table = np.empty((len(spec.offsets), len(names)), np.int64)
+    for row, (offset, count) in enumerate(zip(spec.offsets, spec.counts)):
+        own = drawers[offset:offset + count]
+        if count != len(names) or not np.array_equal(np.sort(own), names):
+            raise ValueError(f"Episodes by drawer need one image of every class by each of the "
+                             f"{len(names)} drawers; class {labels[offset]} has drawers "
+                             f"{sorted(own.tolist())}")
+        table[row] = offset + np.argsort(own)
+    return table
 
-    seeds: stateless seeds, of which the first three are used.
+
+def sample_classes(spec: EpisodeSpec, seeds):
+    """[N] distinct classes (indices into `spec`'s classes) in random order, the order being
+    their labels 0..N-1; all of one random usable group when `spec` has groups.
+
+    seeds: stateless seeds, of which the first two are used.
     """
     num_classes = len(spec.offsets)
     scores = tf.random.stateless_uniform([num_classes], seeds[0])
@@ -74,7 +107,16 @@ def sample_class_examples(spec: EpisodeSpec, seeds):
                                            dtype=tf.int32)
         group = tf.gather(spec.usable_groups, pick)
         scores = tf.where(tf.constant(spec.groups) == group, scores, -1.0)
-    classes = tf.math.top_k(scores, spec.ways).indices  # random order = label order
+    return tf.math.top_k(scores, spec.ways).indices
+
+
+def sample_class_examples(spec: EpisodeSpec, seeds):
+    """[N, K + Q] example indices (into the class-sorted order): row n holds K + Q distinct
+    examples of the class given label n, the N classes distinct and drawn in random order.
+
+    seeds: stateless seeds, of which the first three are used.
+    """
+    classes = sample_classes(spec, seeds)
     counts = tf.gather(spec.counts, classes)
     per_class = spec.shots + spec.queries
     draws = tf.random.stateless_uniform([spec.ways, spec.max_count], seeds[2])
@@ -84,25 +126,38 @@ def sample_class_examples(spec: EpisodeSpec, seeds):
     return tf.gather(spec.offsets, classes)[:, None] + within
 
 
+def _shuffled(index, labels, seed):
+    """Example indices and their labels, flattened, in one random order."""
+    index, labels = tf.reshape(index, [-1]), tf.reshape(labels, [-1])
+    perm = tf.argsort(tf.random.stateless_uniform(tf.shape(index), seed))
+    return tf.gather(index, perm), tf.gather(labels, perm)
+
+
 def _sample_indices(spec: EpisodeSpec, seed):
     """Example indices (into the class-sorted order) of one episode: support, query."""
     seeds = tf.random.experimental.stateless_split(seed, 5)
     index = sample_class_examples(spec, seeds)  # [N, K + Q]
     labels = tf.repeat(tf.range(spec.ways, dtype=tf.int32)[:, None], spec.shots + spec.queries,
                        axis=1)
-
-    def shuffled(idx, lab, s):
-        idx, lab = tf.reshape(idx, [-1]), tf.reshape(lab, [-1])
-        perm = tf.argsort(tf.random.stateless_uniform(tf.shape(idx), s))
-        return tf.gather(idx, perm), tf.gather(lab, perm)
-
-    support = shuffled(index[:, :spec.shots], labels[:, :spec.shots], seeds[3])
-    query = shuffled(index[:, spec.shots:], labels[:, spec.shots:], seeds[4])
+    support = _shuffled(index[:, :spec.shots], labels[:, :spec.shots], seeds[3])
+    query = _shuffled(index[:, spec.shots:], labels[:, spec.shots:], seeds[4])
     return support, query
 
 
-def episode_dataset(images, labels, ways, shots, queries, *, groups=None, seed=0, start=0,
-                    num_episodes=None, batch_size=None) -> tf.data.Dataset:
+def _sample_drawer_indices(spec: EpisodeSpec, seed, table):
+    """Support and query indices of one run of Lake et al. (2015): N classes, two distinct
+    random drawers, the first's image of each class as support, the second's as query."""
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    classes = sample_classes(spec, seeds)
+    pair = tf.math.top_k(tf.random.stateless_uniform([table.shape[1]], seeds[2]), 2).indices
+    index = tf.gather(tf.gather(tf.constant(table), classes), pair, axis=1)  # [N, 2]
+    labels = tf.range(spec.ways, dtype=tf.int32)
+    return _shuffled(index[:, 0], labels, seeds[3]), _shuffled(index[:, 1], labels, seeds[4])
+
+
+def episode_dataset(images, labels, ways, shots, queries, *, groups=None, drawers=None,
+                    seed=0, start=0, num_episodes=None, batch_size=None,
+                    distort=False) -> tf.data.Dataset:
     """Episodes from labelled images already at model resolution (uint8 [M, H, W, C]).
 
     Args:
@@ -110,27 +165,39 @@ def episode_dataset(images, labels, ways, shots, queries, *, groups=None, seed=0
       ways, shots, queries: N, K, Q.
       groups: optional array mapping each class value to a group; every episode then takes
         its N classes from one group (Lake's within-alphabet protocol).
+      drawers: optional drawer of each image, every class having one image by each drawer:
+        then each episode is a one-shot run (shots = queries = 1), support by one random
+        drawer, queries by another.
       seed: episode i is a function of (seed, i) alone.
       start: index of the first episode (resuming a stream).
       num_episodes: length of the stream; None for endless.
       batch_size: if given, stack this many episodes per element ([B, ...] tensors).
+      distort: Koch et al.'s random affine distortion of every image (training only).
     """
     if int(queries) < 1:
         raise ValueError(f"queries must be at least 1, got {queries}")
+    if drawers is not None and (int(shots), int(queries)) != (1, 1):
+        raise ValueError(f"Episodes by drawer have one support and one query image per class "
+                         f"(one drawer's and another's); got shots={shots}, queries={queries}")
     images = check_images(images, labels)
     spec = EpisodeSpec(labels, ways, shots, queries, groups)
+    sample = _sample_indices if drawers is None else functools.partial(
+        _sample_drawer_indices, table=drawer_table(spec, labels, drawers))
     sorted_images = tf.constant(images[spec.order])
     stop = None if num_episodes is None else start + num_episodes
     indices = tf.data.Dataset.counter(start) if stop is None else tf.data.Dataset.range(
         start, stop)
 
     def make(i):
-        (s_idx, s_lab), (q_idx, q_lab) = _sample_indices(spec, tf.stack(
-            [tf.cast(seed, tf.int64), tf.cast(i, tf.int64)]))
-        episode = {"support_images": tf.gather(sorted_images, s_idx),
-                   "support_labels": s_lab,
-                   "query_images": tf.gather(sorted_images, q_idx)}
-        return episode, q_lab
+        episode_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(i, tf.int64)])
+        (s_idx, s_lab), (q_idx, q_lab) = sample(spec, episode_seed)
+        support, query = tf.gather(sorted_images, s_idx), tf.gather(sorted_images, q_idx)
+        if distort:  # seeds apart from the sampling's: the classes and examples stay the same
+            seeds = tf.random.experimental.stateless_split(
+                tf.random.experimental.stateless_fold_in(episode_seed, 1), 2)
+            support, query = koch_distort(support, seeds[0]), koch_distort(query, seeds[1])
+        return {"support_images": support, "support_labels": s_lab,
+                "query_images": query}, q_lab
 
     ds = indices.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if batch_size:

@@ -14,12 +14,15 @@ class LabelledImages:
     images: uint8 [M, H, W, C] (the loaders for training and evaluation give model
     resolution, [M, size, size, 1]); labels: int32 [M] in [0, C); class_names: C names;
     groups: int32 [C] group of each class (Omniglot's alphabet, used by within-alphabet
-    episodes; 0 for every class of a source without groups).
+    episodes; 0 for every class of a source without groups); drawers: None, or int32 [M]
+    who drew each image (Omniglot's drawer 1..20, loaded on request for Lake's one-shot
+    runs, whose episodes take support and queries from two drawers).
     """
     images: np.ndarray
     labels: np.ndarray
     class_names: tuple
     groups: np.ndarray
+    drawers: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -33,7 +36,8 @@ class LabelledImages:
         keep = relabel[self.labels] >= 0
         return LabelledImages(self.images[keep], relabel[self.labels[keep]].astype(np.int32),
                               tuple(self.class_names[c] for c in classes),
-                              self.groups[classes])
+                              self.groups[classes],
+                              None if self.drawers is None else self.drawers[keep])
 
     def check_episodes(self, ways, shots, queries, what="the data"):
         """Raises ValueError, naming the problem, unless every class can fill N-way K-shot

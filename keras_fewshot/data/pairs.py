@@ -16,14 +16,8 @@ pair come from one group: harder negatives, as in Lake's within-alphabet test ep
 import numpy as np
 import tensorflow as tf
 
-from keras_fewshot.data.distortions import random_affine
+from keras_fewshot.data.distortions import koch_distort
 from keras_fewshot.data.episodes import EpisodeSpec
-
-
-def _koch_distort(images, seed):
-    """Koch et al.'s distortion: each of rotation, shear, scale, shift with probability 0.5."""
-    return random_affine(images, seed, rotation=10.0, shear=0.3, scale=0.2, shift=2.0,
-                         probability=0.5)
 
 
 def pair_dataset(images, labels, pairs, *, groups=None, seed=0, start=0, num_batches=None,
@@ -83,8 +77,8 @@ def pair_dataset(images, labels, pairs, *, groups=None, seed=0, start=0, num_bat
         first_images = tf.gather(sorted_images, tf.gather(first_idx, perm))
         second_images = tf.gather(sorted_images, tf.gather(second_idx, perm))
         if distort:
-            first_images = _koch_distort(first_images, seeds[7])
-            second_images = _koch_distort(second_images, seeds[8])
+            first_images = koch_distort(first_images, seeds[7])
+            second_images = koch_distort(second_images, seeds[8])
         return ({"first_images": first_images, "second_images": second_images},
                 tf.gather(same, perm))
 

@@ -73,14 +73,16 @@ def first_episode(data: LabelledImages, ways, shots, queries, seed=0, within_gro
     """The first episode (inputs, query labels; numpy) of the stream `evaluate` draws."""
     (inputs, query_labels), = episode_dataset(
         data.images, data.labels, ways, shots, queries,
-        groups=data.groups if within_group else None, seed=seed,
+        groups=data.groups if within_group else None, drawers=data.drawers, seed=seed,
         num_episodes=1).as_numpy_iterator()
     return inputs, query_labels
 
 
 class Episodes(TaskKind):
     """Batches of `episodes_per_step` N-way K-shot Q-query episodes, query labels as
-    targets; measured by query accuracy; served by the episode signatures."""
+    targets (distorted as Koch et al. 2015 with `distort`); measured by query accuracy, on
+    Lake et al.'s one-shot runs when the data carries drawers; served by the episode
+    signatures."""
 
     name = "episodes"
     serving_inputs = EPISODE_INPUTS
@@ -93,7 +95,7 @@ class Episodes(TaskKind):
                                groups=data.groups if config.within_alphabet else None,
                                seed=config.seed, start=start,
                                num_episodes=config.episodes - start,
-                               batch_size=config.episodes_per_step)
+                               batch_size=config.episodes_per_step, distort=config.distort)
 
     def check_training_data(self, config, data):
         if data is not None:
@@ -105,7 +107,9 @@ class Episodes(TaskKind):
         """Rows {"protocol": `name`, "ways", "shots", "queries", "episodes", "accuracy",
         "ci95"} (fractions). settings: (ways, shots) pairs, each of which must fit the data
         (else ValueError naming the problem); None: those of the protocol the model can do,
-        or without a protocol, the Vinyals ones it can do and the data can fill."""
+        or without a protocol, the Vinyals ones it can do and the data can fill. Data with
+        drawers (the lake_runs protocol's) gives one-shot runs: support by one drawer,
+        queries by another."""
         if settings is None:
             settings = own_settings(model, spec["settings"], protocol or "vinyals")
             if not protocol:
@@ -122,8 +126,8 @@ class Episodes(TaskKind):
             batch = math.gcd(episodes, episodes_per_batch)
             dataset = episode_dataset(
                 data.images, data.labels, ways, shots, queries,
-                groups=data.groups if within_group else None, seed=seed,
-                num_episodes=episodes, batch_size=batch)
+                groups=data.groups if within_group else None, drawers=data.drawers,
+                seed=seed, num_episodes=episodes, batch_size=batch)
             if verbose:
                 print(f"{name}: {ways}-way {shots}-shot, {episodes} episodes")
             accuracy, ci95 = mean_and_ci95(episode_accuracies(model, dataset, episodes,

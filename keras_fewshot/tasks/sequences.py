@@ -103,6 +103,10 @@ class Sequences(TaskKind):
         if settings:
             raise ValueError("N-way K-shot settings do not apply to a sequence model: it is "
                              f"measured on sequences of its {model.classes} classes")
+        if data.drawers is not None:
+            raise ValueError(f"{name}: one-shot runs by drawer do not apply to a sequence "
+                             f"model: it is measured on sequences of its {model.classes} "
+                             "classes")
         return evaluate_sequences(model, data, name, sequences=episodes, seed=seed,
                                   groups=data.groups if within_group else None,
                                   sequences_per_batch=episodes_per_batch, verbose=verbose)

@@ -80,8 +80,9 @@ class TrainConfig:
     instances: int = setting(10, help="Sequence models (mann, sequence_lstm): examples of each "
                              "class per sequence.")
     distort: bool = setting(
-        False, help="Random distortions of the training images: pairs get Koch et al.'s affine "
-        "maps, sequences Santoro et al.'s rotations and translations.")
+        False, help="Random distortions of the training images: pairs and episodes (each "
+        "support and query image) get Koch et al.'s affine maps, sequences Santoro et al.'s "
+        "rotations and translations.")
     episodes: int = setting(10000, help="Total training episodes.")
     episodes_per_epoch: int = setting(500, help="Episodes between checkpoints and log lines.")
     optimizer: str = setting("adam", choices=sorted(OPTIMIZERS),
