@@ -4,7 +4,12 @@ Protocols:
   "vinyals": N-way K-shot episodes over the Vinyals test classes (character x rotation),
              settings 5w1s, 5w5s, 20w1s, 20w5s, 15 queries per class.
   "lake":    20-way 1-shot within one alphabet of the 20 evaluation alphabets
-             (Lake et al. 2015), 15 queries per class.
+             (Lake et al. 2015), 15 queries per class, support and queries by any drawers.
+  "lake_runs": Lake et al.'s (2015) published one-shot runs: 20 distinct characters of one
+             evaluation alphabet (every one of the 20 has at least 20 characters; one with
+             fewer would never be picked) and two distinct drawers, one image per character
+             by the first as support, one by the second as query (20-way 1-shot, 1 query per
+             class). Needs the local archives: TFDS's omniglot has no drawers.
   "mini_imagenet", "cifar_fs", "fc100", "cub": the natural-image benchmarks' own
              protocols (`data.benchmarks.PROTOCOLS`): 5-way 1- and 5-shot on the test
              classes of their split, 15 queries per class, 600 or 1000 episodes.
@@ -32,6 +37,8 @@ OMNIGLOT_PROTOCOLS = {
                 "settings": ((5, 1), (5, 5), (20, 1), (20, 5))},
     "lake": {"split": "lake", "subset": "evaluation", "within_group": True,
              "settings": ((20, 1),)},
+    "lake_runs": {"split": "lake", "subset": "evaluation", "within_group": True,
+                  "drawers": True, "settings": ((20, 1),), "queries": 1},
 }
 PROTOCOLS = {
     **OMNIGLOT_PROTOCOLS,
@@ -62,9 +69,10 @@ def evaluate(model, protocol="vinyals", episodes=1000, queries=None, seed=0, dat
 
     Accuracy and ci95 are fractions. Episodes are a function of `seed` alone, so the same
     call gives the same episodes on any machine. Settings default to those of the protocol
-    that the model can do; queries to the protocol's (15 per class). A regression model
-    gives `tasks.regression.evaluate_sinusoid`'s rows ("sinusoid" protocol; settings are
-    (K,) tuples, `episodes` counts tasks); a sequence model gives
+    that the model can do; queries to the protocol's (15 per class; lake_runs: 1).
+    "lake_runs" reads the local archives (`data_source`, else $KERAS_FEWSHOT_OMNIGLOT_DIR;
+    TFDS: ValueError before loading). A regression model gives `tasks.regression.evaluate_sinusoid`'s rows ("sinusoid" protocol; settings
+    are (K,) tuples, `episodes` counts tasks); a sequence model gives
     `tasks.sequences.evaluate_sequences`' rows on the protocol's classes (`episodes` counts
     sequences).
     """
@@ -100,10 +108,11 @@ def evaluation_data(dataset=OMNIGLOT, protocol="vinyals", split=None, subset=Non
         return data, f"{dataset} {split}/{subset}", False, kind
     if kind == OMNIGLOT:
         if protocol not in OMNIGLOT_PROTOCOLS:
-            raise ValueError(f"Unknown Omniglot protocol {protocol!r}; expected 'vinyals' or "
-                             "'lake'")
+            raise ValueError(f"Unknown Omniglot protocol {protocol!r}; expected one of "
+                             f"{sorted(OMNIGLOT_PROTOCOLS)}")
         spec = PROTOCOLS[protocol]
-        data = load_split(spec["split"], spec["subset"], source=source, image_size=image_size)
+        data = load_split(spec["split"], spec["subset"], source=source, image_size=image_size,
+                          drawers=spec.get("drawers", False))
         return data, protocol, spec["within_group"], protocol
     split = split or "all"
     subset = subset or evaluation_subset(split)

@@ -34,6 +34,38 @@ def omniglot_dir() -> str:
 
 
 @pytest.fixture(scope="session")
+def character_drawings(omniglot_dir):
+    """character_drawings(part, "Alphabet/characterNN", image_size=28) -> {drawer: uint8
+    [s, s, 1]}: one character's images read from its archive with zipfile and
+    tf.io.decode_png (not the library's reader), at model resolution; drawer = the YY of
+    XXXX_YY.png."""
+    import zipfile
+
+    import tensorflow as tf
+
+    from keras_fewshot.layers import to_model_pixels
+
+    archives, files = {}, {}  # each archive opened once; its files by character folder
+
+    def read(part, character, image_size=28):
+        if part not in archives:
+            archives[part] = zipfile.ZipFile(pathlib.Path(omniglot_dir) / f"images_{part}.zip")
+            for name in sorted(archives[part].namelist()):
+                if name.endswith(".png"):
+                    files.setdefault((part, name.split("/", 1)[1].rsplit("/", 1)[0]),
+                                     []).append(name)
+        names = files[part, character]
+        raw = np.stack([tf.io.decode_png(archives[part].read(n), channels=3).numpy()
+                        for n in names])
+        pixels = to_model_pixels(raw, image_size).numpy()
+        return {int(n[:-len(".png")].rsplit("_", 1)[1]): p for n, p in zip(names, pixels)}
+
+    yield read
+    for archive in archives.values():
+        archive.close()
+
+
+@pytest.fixture(scope="session")
 def vinyals_test(omniglot_dir):
     from keras_fewshot.data import load_split
     return load_split("vinyals", "test", source=omniglot_dir)

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_fewshot
 from keras_fewshot import evaluation
 from keras_fewshot.data import episode_dataset, load_split
 from keras_fewshot.models import PrototypicalNetwork
@@ -21,10 +22,11 @@ def model():
     return PrototypicalNetwork(filters=8)
 
 
-def numpy_accuracies(model, data, ways, shots, queries, episodes, seed, groups=None):
+def numpy_accuracies(model, data, ways, shots, queries, episodes, seed, groups=None,
+                     drawers=None):
     """Per-episode accuracy from eager, one-episode-at-a-time calls and numpy argmax."""
     stream = episode_dataset(data.images, data.labels, ways, shots, queries, groups=groups,
-                             seed=seed, num_episodes=episodes)
+                             drawers=drawers, seed=seed, num_episodes=episodes)
     return np.array([np.mean(np.argmax(model(inputs).numpy(), axis=-1) == query_labels)
                      for inputs, query_labels in stream.as_numpy_iterator()])
 
@@ -88,6 +90,105 @@ def test_lake_protocol_uses_within_alphabet_episodes(model, omniglot_dir):
     anywhere = numpy_accuracies(model, data, 20, 1, 1, 2, SEED)
     assert within.mean() != anywhere.mean()  # the check below can tell them apart
     assert row["accuracy"] == pytest.approx(within.mean(), abs=1e-6)
+
+
+# --- Lake et al.'s one-shot runs -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lake_runs_data(omniglot_dir):
+    return load_split("lake", "evaluation", source=omniglot_dir, drawers=True)
+
+
+def lake_runs(data, count, seed):
+    """The first `count` episodes of the lake_runs protocol's stream, as numpy."""
+    return list(episode_dataset(data.images, data.labels, 20, 1, 1, groups=data.groups,
+                                drawers=data.drawers, seed=seed,
+                                num_episodes=count).as_numpy_iterator())
+
+
+def test_lake_runs_are_20_characters_of_one_alphabet_by_two_drawers(lake_runs_data,
+                                                                    character_drawings):
+    """Checked against the archive's files: for each label, the support image is one drawer's
+    drawing of a character, the query another drawer's drawing of the same character."""
+    class_of = {}  # which character an image is: only to know which files to read
+    for image, label in zip(lake_runs_data.images, lake_runs_data.labels):
+        class_of.setdefault(image.tobytes(), set()).add(label)
+    for inputs, query_labels in lake_runs(lake_runs_data, 3, SEED):
+        support_labels = inputs["support_labels"]
+        np.testing.assert_array_equal(np.sort(support_labels), np.arange(20))
+        np.testing.assert_array_equal(np.sort(query_labels), np.arange(20))
+        characters, support_drawers, query_drawers = [], [], []
+        for label in range(20):
+            support = inputs["support_images"][support_labels == label][0]
+            query = inputs["query_images"][query_labels == label][0]
+            (character,) = {lake_runs_data.class_names[c].rsplit("/", 1)[0]
+                            for c in class_of[support.tobytes()]}
+            files = character_drawings("evaluation", character)
+            support_drawers.append({d for d, f in files.items() if np.array_equal(f, support)})
+            query_drawers.append({d for d, f in files.items() if np.array_equal(f, query)})
+            characters.append(character)
+        assert len(set(characters)) == 20
+        assert len({c.split("/")[0] for c in characters}) == 1
+        (support_drawer,) = set.intersection(*support_drawers)  # one drawer for every class
+        (query_drawer,) = set.intersection(*query_drawers)
+        assert support_drawer != query_drawer
+
+
+def test_lake_runs_are_deterministic_and_vary(lake_runs_data):
+    first = lake_runs(lake_runs_data, 20, SEED)
+    again = lake_runs(lake_runs_data, 20, SEED)
+    other = lake_runs(lake_runs_data, 20, SEED + 1)
+    for (a, a_labels), (b, b_labels) in zip(first, again):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+        np.testing.assert_array_equal(a_labels, b_labels)
+    assert any(not np.array_equal(a["support_images"], b["support_images"])
+               for (a, _), (b, _) in zip(first, other))
+    index_of = {image.tobytes(): i for i, image in enumerate(lake_runs_data.images)}
+    runs = set()  # (alphabet, support drawer, query drawer) of each episode
+    for inputs, _ in first:
+        support = [index_of[image.tobytes()] for image in inputs["support_images"]]
+        query = [index_of[image.tobytes()] for image in inputs["query_images"]]
+        runs.add((lake_runs_data.groups[lake_runs_data.labels[support[0]]],
+                  lake_runs_data.drawers[support[0]], lake_runs_data.drawers[query[0]]))
+    assert len({run[0] for run in runs}) > 3 and len({run[1:] for run in runs}) > 3
+
+
+def test_lake_runs_protocol_measures_the_runs(model, lake_runs_data, omniglot_dir):
+    (row,) = evaluation.evaluate(model, "lake_runs", episodes=2, seed=SEED,
+                                 data_source=omniglot_dir, verbose=0)
+    assert {k: row[k] for k in ("protocol", "ways", "shots", "queries", "episodes")} == {
+        "protocol": "lake_runs", "ways": 20, "shots": 1, "queries": 1, "episodes": 2}
+    data = lake_runs_data
+    runs = numpy_accuracies(model, data, 20, 1, 1, 2, SEED, data.groups, data.drawers)
+    within = numpy_accuracies(model, data, 20, 1, 1, 2, SEED, data.groups)
+    assert runs.tolist() != within.tolist()  # the check below can tell them apart
+    assert row["accuracy"] == pytest.approx(runs.mean(), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["protonet_omniglot_lake", "siamese_omniglot_lake"])
+def test_zoo_lake_models_run_the_lake_runs_protocol(name, omniglot_dir):
+    (row,) = evaluation.evaluate(keras_fewshot.load(name), "lake_runs", episodes=5,
+                                 data_source=omniglot_dir, verbose=0)
+    assert (row["protocol"], row["ways"], row["shots"], row["queries"], row["episodes"]) == (
+        "lake_runs", 20, 1, 1, 5)
+    assert 0 <= row["accuracy"] <= 1 and 0 <= row["ci95"] < 1
+    assert row["accuracy"] * 100 == pytest.approx(round(row["accuracy"] * 100), abs=1e-3)
+
+
+def test_lake_runs_refuse_tfds_and_models_that_cannot_run_them(model, omniglot_dir,
+                                                                monkeypatch):
+    monkeypatch.delenv("KERAS_FEWSHOT_OMNIGLOT_DIR", raising=False)
+    for source in (None, "tfds"):
+        with pytest.raises(ValueError, match=r"not in TFDS's omniglot.*local archives"):
+            evaluation.evaluate(model, "lake_runs", episodes=1, data_source=source)
+    with pytest.raises(ValueError, match="exactly 5 classes, and the lake_runs protocol has "
+                                         "no 5-way setting"):
+        evaluation.evaluate(keras_fewshot.load("maml_omniglot"), "lake_runs", episodes=1,
+                            data_source=omniglot_dir, verbose=0)
+    with pytest.raises(ValueError, match="one-shot runs by drawer do not apply to a sequence"):
+        evaluation.evaluate(keras_fewshot.load("mann_omniglot"), "lake_runs", episodes=1,
+                            data_source=omniglot_dir, verbose=0)
 
 
 def test_unknown_protocol(model):

@@ -240,6 +240,48 @@ def test_lake_split(omniglot_dir, subset, classes, alphabets):
     assert set(alphabet_of) == in_archive
 
 
+def test_local_examples_give_their_drawer_on_request(one_alphabet, omniglot_dir):
+    folder_source, _ = one_alphabet
+    examples = load_examples("background", source=str(folder_source), drawers=True)
+    pairs = {(int(e["label"]), int(e["drawer"])) for e in examples.as_numpy_iterator()}
+    with zipfile.ZipFile(_zip_path(omniglot_dir, "background")) as archive:
+        files = {n.rsplit("/", 1)[1][:-len(".png")] for n in archive.namelist()
+                 if n.startswith(f"images_background/{ALPHABET}/") and n.endswith(".png")}
+    assert pairs == {(int(f.split("_")[0]) - 1, int(f.split("_")[1])) for f in files}
+    assert len(pairs) == ALPHABET_CHARACTERS * 20
+
+
+def test_lake_split_carries_each_images_drawer(omniglot_dir, character_drawings):
+    plain = load_split("lake", "evaluation", source=omniglot_dir)
+    data = load_split("lake", "evaluation", source=omniglot_dir, drawers=True)
+    assert plain.drawers is None and data.drawers.shape == data.labels.shape
+    np.testing.assert_array_equal(data.images, plain.images)
+    np.testing.assert_array_equal(data.labels, plain.labels)
+    order = np.lexsort((data.drawers, data.labels))  # every class drawn once by each of 1..20
+    np.testing.assert_array_equal(data.drawers[order].reshape(-1, 20),
+                                  np.tile(np.arange(1, 21), (data.num_classes, 1)))
+    for label in (0, 311, data.num_classes - 1):  # the archive's file of each image's drawer
+        character = data.class_names[label].rsplit("/", 1)[0]
+        files = character_drawings("evaluation", character)
+        for index in np.flatnonzero(data.labels == label):
+            np.testing.assert_array_equal(data.images[index], files[data.drawers[index]])
+
+
+def test_drawers_are_refused_for_tfds_before_loading(monkeypatch):
+    def load(*args, **kwargs):
+        raise AssertionError("data loaded before the source was checked")
+
+    monkeypatch.setattr(omniglot, "_characters", load)
+    monkeypatch.setattr(omniglot, "_local_examples", load)
+    monkeypatch.delenv(omniglot.ENV_VAR, raising=False)
+    for call in (lambda: load_split("lake", "evaluation", drawers=True),
+                 lambda: load_split("vinyals", "test", source="tfds", drawers=True),
+                 lambda: load_examples("evaluation", drawers=True)):
+        with pytest.raises(ValueError, match=r"not in TFDS's omniglot.*local archives.*"
+                                             r"KERAS_FEWSHOT_OMNIGLOT_DIR.*--data_dir"):
+            call()
+
+
 NO_NETWORK_SCRIPT = """
 import socket, sys
 def refuse(*args, **kwargs):

@@ -41,13 +41,17 @@ def define_flags(flag_values):
                       "dataset to 1 or 3 channels (default: as the run did on its own dataset, "
                       "else as in the files, which must agree).", **fv)
     flags.DEFINE_enum("protocol", None, sorted(evaluation.PROTOCOLS), "Omniglot or sinusoid "
-                      "evaluation protocol; default: the model's own (its zoo entry's, else its "
-                      "training split's).", **fv)
+                      "evaluation protocol (lake: 20-way 1-shot within an alphabet, 15 queries "
+                      "by any drawers; lake_runs: Lake et al.'s published runs, support by one "
+                      "drawer and 1 query per class by another, from the local archives only: "
+                      "--data_dir or $KERAS_FEWSHOT_OMNIGLOT_DIR); default: the model's own "
+                      "(its zoo entry's, else its training split's).", **fv)
     flags.DEFINE_integer("episodes", None, "Test episodes (sinusoid: tasks) per setting; "
                          "default: the protocol's (600 for mini-ImageNet and CUB), else "
                          f"{evaluation.DEFAULT_EPISODES}.", **fv)
-    flags.DEFINE_integer("queries", None, "Queries per class (default 15; sinusoid: query "
-                         "points per task, default 100).", **fv)
+    flags.DEFINE_integer("queries", None, "Queries per class (default 15; lake_runs: 1, the "
+                         "only number it takes; sinusoid: query points per task, default "
+                         "100).", **fv)
     flags.DEFINE_integer("seed", 0, "Seed of the test episodes.", **fv)
     flags.DEFINE_multi_string("setting", None, "N-way K-shot settings as NxK (e.g. 5x1; "
                               "sinusoid: K, e.g. 10); default: the protocol's standard settings "
