@@ -20,6 +20,7 @@ import tensorflow as tf
 from keras_fewshot.export import export_saved_model, export_tflite, load_serving
 from keras_fewshot.backbones.conv4 import BatchNormalization
 from keras_fewshot.models import build_model
+from keras_fewshot.training.config import using_dtype_policy
 
 U = 2.0 ** -24  # float32 unit round-off
 FOLD_ULPS = 6   # the folded kernel and bias: rsqrt (<= 2 ulp), a sum and up to 3 products
@@ -171,6 +172,29 @@ def test_cached_support_gives_the_one_shot_probabilities(metric_model, episode, 
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"{key} must have shape"):
         served["classify_encoded"](query_images=episode["query_images"],
                                    **{**code, key: code[key][..., :-1]})
+
+
+def test_bf16_compute_serves_float32_codes(episode, tmp_path):
+    """Under mixed_bfloat16 the backbone computes in bf16 (folded batch norm included) and
+    the code, distances and logits in float32, so the cached-support signatures keep their
+    float32 code and the SavedModel answers both requests. (How far bf16 moves the answers
+    is measured, not bounded here: a worst-case bf16 bound through four conv layers is
+    vacuous. See docs/deploy.md for the zoo ProtoNet's accuracy in bf16.)"""
+    with using_dtype_policy("mixed_bfloat16"):
+        keras.utils.set_random_seed(0)
+        model = build_model("protonet", METRIC_MODELS["protonet"])
+        path = export_saved_model(model, tmp_path / "bf16")
+    assert model.embedding.compute_dtype == "bfloat16"
+    assert model.features(model.preprocess(episode["query_images"])).dtype == tf.bfloat16
+    support = {k: episode[k] for k in ("support_images", "support_labels")}
+    assert model.encode_support(support)["prototypes"].dtype == tf.float32
+    served = tf.saved_model.load(str(path)).signatures
+    code = served["encode_support"](**support)
+    assert code["prototypes"].dtype == tf.float32 and code["prototypes"].shape == (5, 8)
+    for answer in (served["serving_default"](**episode),
+                   served["classify_encoded"](query_images=episode["query_images"], **code)):
+        assert answer["probabilities"].dtype == tf.float32
+        np.testing.assert_allclose(answer["probabilities"].numpy().sum(-1), 1.0, rtol=1e-6)
 
 
 def _graph_ops(signature):

@@ -81,10 +81,14 @@ class BatchNormalization(keras.layers.BatchNormalization):
     def folded_conv(self, conv, inputs):
         """`conv` (a linear, stride-1, 'same' Conv2D) and then this layer in inference mode,
         as one convolution: kernel * s and (bias - moving mean) * s + beta, with
-        s = gamma / sqrt(moving variance + eps)."""
+        s = gamma / sqrt(moving variance + eps), folded in float32 and computed in the conv's
+        compute dtype (bf16 under mixed_bfloat16)."""
         scale = self.gamma * tf.math.rsqrt(self.moving_variance + self.epsilon)
         bias = (conv.bias - self.moving_mean) * scale + self.beta
-        return tf.nn.bias_add(tf.nn.conv2d(inputs, conv.kernel * scale, 1, "SAME"), bias)
+        dtype = conv.compute_dtype
+        return tf.nn.bias_add(tf.nn.conv2d(tf.cast(inputs, dtype),
+                                           tf.cast(conv.kernel * scale, dtype), 1, "SAME"),
+                              tf.cast(bias, dtype))
 
     def get_config(self):
         return {**super().get_config(), "fused_training": self.fused_training}
@@ -135,7 +139,7 @@ class Conv4Embedding(keras.layers.Layer):
     def call(self, x, training=False):
         layers = iter(self.block_layers)
         for layer in layers:
-            if isinstance(layer, keras.layers.Conv2D) and not training and x.dtype == tf.float32:
+            if isinstance(layer, keras.layers.Conv2D) and not training:
                 x = next(layers).folded_conv(layer, x)  # inference: batch norm in the conv
             else:
                 x = layer(x, training=training)

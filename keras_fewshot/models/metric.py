@@ -52,6 +52,12 @@ class MetricClassifier(EpisodicClassifier):
         """Preprocessed pixels [M, s, s, C] -> features [M, ...] (the backbone's)."""
         return self.embedding(pixels, training=training)
 
+    def metric_features(self, pixels, training=False):
+        """`features` in float32, whatever the backbone computes in (bf16 under
+        `mixed_bfloat16`): codes, distances and logits are float32, so a stored code is
+        float32 and a bf16 backbone serves the same signatures."""
+        return tf.cast(self.features(pixels, training=training), tf.float32)
+
     def support_code(self, support_features, support_labels, num_classes, training=False):
         """Support features [B, S, ...], labels [B, S], N -> code dict (batched)."""
         raise NotImplementedError
@@ -62,7 +68,7 @@ class MetricClassifier(EpisodicClassifier):
 
     def classify(self, support_images, support_labels, query_images, num_classes,
                  training=False):
-        support, query = self.embed_episode(self.features, support_images, query_images,
+        support, query = self.embed_episode(self.metric_features, support_images, query_images,
                                             training)
         code = self.support_code(support, support_labels, num_classes, training=training)
         return self.code_logits(code, query, training=training)
@@ -78,7 +84,7 @@ class MetricClassifier(EpisodicClassifier):
         episode = validate_episode({**inputs, "query_images": inputs.get("support_images")},
                                    self.fixed_ways, self.max_ways)
         pixels = self.preprocess(merge_leading(episode.support_images))
-        features = self.features(pixels, training=False)
+        features = self.metric_features(pixels)
         features = tf.reshape(features, (tf.shape(episode.support_images)[0], -1,
                                          *features.shape[1:]))
         code = self.support_code(features, episode.support_labels, episode.num_classes)
@@ -106,7 +112,7 @@ class MetricClassifier(EpisodicClassifier):
                              f"{name} and query_images have different numbers of episodes")
         with tf.control_dependencies(checks):
             pixels = self.preprocess(merge_leading(query_images))
-        features = self.features(pixels, training=False)
+        features = self.metric_features(pixels)
         features = tf.reshape(features, (tf.shape(query_images)[0], -1, *features.shape[1:]))
         logits = self.code_logits(code, features)
         return logits if batched else logits[0]
