@@ -7,7 +7,9 @@ import re
 import sys
 
 import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 from absl import flags
 
 from keras_fewshot import benchmark, cli, training
@@ -69,6 +71,23 @@ def test_export_tool_writes_a_saved_model(trained_dir, run_python, tmp_path):
                        f"--output={output}", check=False)
     assert again.returncode != 0 and "FileExistsError" in again.stderr
     assert sorted(p.name for p in output.rglob("*")) == before
+
+
+def test_export_tool_builds_the_model_in_the_dtype_policy(run_python, tmp_path):
+    """--dtype_policy=mixed_bfloat16: the exported convolutions compute in bf16 (float32
+    weights folded, then cast), and the request still answers in float32."""
+    output = tmp_path / "bf16"
+    run_python(TOOLS_DIR / "export.py", "--model=protonet_omniglot",
+               "--dtype_policy=mixed_bfloat16", f"--output={output}")
+    serve = tf.saved_model.load(str(output)).signatures["serving_default"]
+    graph = serve.graph.as_graph_def()
+    convs = [n for f in graph.library.function for n in f.node_def if n.op == "Conv2D"]
+    assert len(convs) == 4 and all(n.attr["T"].type == tf.bfloat16.as_datatype_enum
+                                   for n in convs)
+    images = np.full((6, 28, 28, 1), 255, np.uint8)
+    answer = serve(support_images=images[:5], support_labels=np.arange(5, dtype=np.int32),
+                   query_images=images[5:])
+    assert answer["probabilities"].dtype == tf.float32 and answer["classes"].shape == (1,)
 
 
 def test_model_flags_are_required(run_python):

@@ -100,6 +100,11 @@ def define_model_flags(flag_values):
                         flag_values=flag_values)
     flags.mark_flags_as_mutual_exclusive(["model", "model_dir"], required=True,
                                          flag_values=flag_values)
+    flags.DEFINE_enum("dtype_policy", "float32", list(training.DTYPE_POLICIES),
+                      "Keras dtype policy the model is built with: mixed_bfloat16 computes "
+                      "in bf16 with the float32 weights (faster where the CPU has bf16 "
+                      "instructions; answers move by bf16 round-off: measure them).",
+                      flag_values=flag_values)
     flags.register_validator(
         "model_dir", lambda path: path is None or os.path.isdir(path),
         message="is not a directory (a training directory holding config.json)",
@@ -108,10 +113,11 @@ def define_model_flags(flag_values):
 
 def load_model():
     """The model chosen by --model (zoo, hash-checked) or --model_dir (hash-checked when it
-    holds a metadata.json)."""
-    if flags.FLAGS.model:
-        return zoo.load(flags.FLAGS.model)
-    return zoo.load(pathlib.Path(flags.FLAGS.model_dir))
+    holds a metadata.json), built with --dtype_policy."""
+    with training.using_dtype_policy(flags.FLAGS.dtype_policy):
+        if flags.FLAGS.model:
+            return zoo.load(flags.FLAGS.model)
+        return zoo.load(pathlib.Path(flags.FLAGS.model_dir))
 
 
 def default_protocol():

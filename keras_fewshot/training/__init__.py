@@ -31,7 +31,7 @@ The modules, along the seams of that job:
 
 from keras_fewshot.training.checkpoints import Checkpoints, DamagedCheckpointError
 from keras_fewshot.training.config import (CONFIG_FILE, DTYPE_POLICIES, OPTIMIZERS, TrainConfig,
-                                           read_config, write_config)
+                                           read_config, using_dtype_policy, write_config)
 from keras_fewshot.training.data import load_data, training_dataset
 from keras_fewshot.training.distribution import STRATEGIES, make_strategy
 from keras_fewshot.training.history import read_history
@@ -40,7 +40,7 @@ from keras_fewshot.training.run_dir import WEIGHTS_FILE, load_weights, model_fro
 __all__ = ["CONFIG_FILE", "Checkpoints", "DTYPE_POLICIES", "DamagedCheckpointError",
            "OPTIMIZERS", "STRATEGIES", "TrainConfig", "WEIGHTS_FILE", "load_data",
            "load_weights", "make_strategy", "model_from_dir", "read_config", "read_history",
-           "train", "training_dataset", "write_config"]
+           "train", "training_dataset", "using_dtype_policy", "write_config"]
 
 
 def __getattr__(name):
