@@ -211,7 +211,14 @@ def export_saved_model(model, path, overwrite=False, constant_weights=None):
 
 def export_tflite(model, path, overwrite=False):
     """Writes `model` as a TFLite (LiteRT) flatbuffer at `path` with the SavedModel's
-    signatures (TFLite builtin ops only); returns the path."""
+    signatures (TFLite builtin ops only); returns the path. The model must compute in
+    float32: TFLite's builtin kernels take no bf16."""
+    if model.compute_dtype != "float32":
+        raise ValueError(f"TFLite export needs a float32 model; this one computes in "
+                         f"{model.compute_dtype} (built under dtype policy "
+                         f"{model.dtype_policy.name}): TFLite's builtin kernels take no bf16. "
+                         "Build it with the float32 policy (--dtype_policy=float32).")
+
     def write(staging):
         saved = staging.with_name("saved_model")
         _archive(model, ranked=True).write_out(str(saved), verbose=False)

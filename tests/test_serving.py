@@ -195,6 +195,9 @@ def test_bf16_compute_serves_float32_codes(episode, tmp_path):
                    served["classify_encoded"](query_images=episode["query_images"], **code)):
         assert answer["probabilities"].dtype == tf.float32
         np.testing.assert_allclose(answer["probabilities"].numpy().sum(-1), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="TFLite export needs a float32 model"):
+        export_tflite(model, tmp_path / "bf16.tflite")
+    assert not (tmp_path / "bf16.tflite").exists()
 
 
 def _graph_ops(signature):
