@@ -71,8 +71,9 @@ def evaluate(model, protocol="vinyals", episodes=1000, queries=None, seed=0, dat
     call gives the same episodes on any machine. Settings default to those of the protocol
     that the model can do; queries to the protocol's (15 per class; lake_runs: 1).
     "lake_runs" reads the local archives (`data_source`, else $KERAS_FEWSHOT_OMNIGLOT_DIR;
-    TFDS: ValueError before loading). A regression model gives `tasks.regression.evaluate_sinusoid`'s rows ("sinusoid" protocol; settings
-    are (K,) tuples, `episodes` counts tasks); a sequence model gives
+    TFDS: ValueError before loading). A regression model gives
+    `tasks.regression.evaluate_sinusoid`'s rows ("sinusoid" protocol; settings are (K,)
+    tuples, `episodes` counts tasks); a sequence model gives
     `tasks.sequences.evaluate_sequences`' rows on the protocol's classes (`episodes` counts
     sequences).
     """
