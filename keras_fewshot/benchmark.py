@@ -297,7 +297,7 @@ def support_set_serving_rows(model, saved_model_dir, data, repeats=50, threads_s
     peers = serving_peer_ratios(model, saved_model_dir, data, 5, 1,
                                 calls=max(1, repeats // 5))
     rows += [peers] if peers else []
-    if hasattr(model, "encode_support") and model.compute_dtype == "float32":  # TFLite: no bf16
+    if hasattr(model, "encode_support") and export.computes_in_float32(model):
         tflite = os.path.join(os.path.dirname(str(saved_model_dir)), "model.tflite")
         rows += tflite_ms(export.export_tflite(model, tflite, overwrite=True), data, 5, 1,
                           repeats)

@@ -209,11 +209,17 @@ def export_saved_model(model, path, overwrite=False, constant_weights=None):
         model, constant_weights=constant_weights).write_out(str(staging), verbose=False))
 
 
+def computes_in_float32(model):
+    """Whether `model` computes in float32, as TFLite export needs: TFLite's builtin kernels
+    take no bf16."""
+    return model.compute_dtype == "float32"
+
+
 def export_tflite(model, path, overwrite=False):
     """Writes `model` as a TFLite (LiteRT) flatbuffer at `path` with the SavedModel's
     signatures (TFLite builtin ops only); returns the path. The model must compute in
-    float32: TFLite's builtin kernels take no bf16."""
-    if model.compute_dtype != "float32":
+    float32 (`computes_in_float32`)."""
+    if not computes_in_float32(model):
         raise ValueError(f"TFLite export needs a float32 model; this one computes in "
                          f"{model.compute_dtype} (built under dtype policy "
                          f"{model.dtype_policy.name}): TFLite's builtin kernels take no bf16. "
