@@ -113,7 +113,7 @@ class NanFromStep3(PrototypicalNetwork):
 
 
 def test_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_checkpoint(
-        omniglot_dir, tmp_path, monkeypatch):
+        omniglot_dir, tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(models.MODELS, "nan_from_step3", NanFromStep3)
     config = dataclasses.replace(RUN, model="nan_from_step3", episodes=6,
                                  episodes_per_epoch=2, lr_decay_every=2)
@@ -123,8 +123,10 @@ def test_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_checkpo
     assert checkpoint_steps(tmp_path / "run") == [2]
     assert logged_epochs(tmp_path / "run") == 1
     assert not (tmp_path / "run" / "model.weights.h5").exists()
-    good = training.model_from_dir(tmp_path / "run").get_weights()
+    with caplog.at_level(logging.INFO, logger="keras_fewshot.training.run_dir"):
+        good = training.model_from_dir(tmp_path / "run").get_weights()
     assert all(np.isfinite(w).all() for w in good)
+    assert caplog.messages[-1].endswith("ckpt-2.weights.h5")  # the run's newest, named
 
 
 # --- Damaged checkpoints ------------------------------------------------------------------------

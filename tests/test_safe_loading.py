@@ -5,6 +5,7 @@ a corrupted checkpoint met on resume; no pickle or unsafe deserialisation in the
 """
 
 import dataclasses
+import logging
 import pathlib
 import re
 
@@ -43,11 +44,13 @@ def model_dir_holding(tmp_path, name, model_config, config=CONFIG, tagged=True):
     return directory, model
 
 
-def test_intact_directory_loads_the_same_answers(tmp_path):
+def test_intact_directory_loads_the_same_answers_and_names_its_weights(tmp_path, caplog):
     directory, model = model_dir_holding(tmp_path, "protonet", {"filters": 8})
     episode = dummy_episode(ways=3, shots=2, queries=2)
-    np.testing.assert_array_equal(training.model_from_dir(directory)(episode).numpy(),
-                                  model(episode).numpy())
+    with caplog.at_level(logging.INFO, logger="keras_fewshot.training.run_dir"):
+        loaded = training.model_from_dir(directory)
+    np.testing.assert_array_equal(loaded(episode).numpy(), model(episode).numpy())
+    assert caplog.messages == [f"Weights of {directory}: {directory / training.WEIGHTS_FILE}"]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage_header", "empty"])

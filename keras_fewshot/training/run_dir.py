@@ -5,6 +5,7 @@ A training directory holds config.json, checkpoints/, history.csv, logs/ and
 model.weights.h5 (see `keras_fewshot.training`).
 """
 
+import logging
 import pathlib
 
 import h5py
@@ -17,6 +18,8 @@ from keras_fewshot.training.config import TrainConfig, read_config
 WEIGHTS_FILE = "model.weights.h5"
 CHECKPOINTS_DIR = "checkpoints"
 
+logger = logging.getLogger(__name__)
+
 
 def checkpoints_of(model_dir) -> Checkpoints:
     """The checkpoints of the training directory `model_dir`."""
@@ -25,7 +28,7 @@ def checkpoints_of(model_dir) -> Checkpoints:
 
 def model_from_dir(model_dir) -> keras.Model:
     """The model a training directory describes, with its final (else newest intact
-    checkpoint's) weights."""
+    checkpoint's) weights; logs which file they came from (a run still training moves on)."""
     model_dir = pathlib.Path(model_dir)
     config = read_config(model_dir)
     model = build_model(config.model, config.model_config)
@@ -35,6 +38,7 @@ def model_from_dir(model_dir) -> keras.Model:
         if weights is None:
             raise FileNotFoundError(f"{model_dir} has neither {WEIGHTS_FILE} nor a checkpoint")
     load_weights(model, weights, config)  # a checkpoint's optimizer state is not needed here
+    logger.info("Weights of %s: %s", model_dir, weights)
     return model
 
 
