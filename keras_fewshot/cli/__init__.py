@@ -5,6 +5,7 @@
     keras-fewshot train --model=protonet --model_dir=runs/mine --data_dir=omniglot
     keras-fewshot evaluate --model=protonet_omniglot --data_dir=omniglot
     keras-fewshot export --model=protonet_omniglot --output=exported/protonet_omniglot/1
+    keras-fewshot release --model_dir=runs/mine --step=400 --output=zoo/mine --description="Mine."
     keras-fewshot plot --log=runs/mine --output=curves.png
     keras-fewshot benchmark --model=protonet_omniglot --data_dir=omniglot
     keras-fewshot <command> --help                     # the command's flags and examples
@@ -23,6 +24,7 @@ COMMANDS = {
     "evaluate": "accuracy on test episodes with 95% confidence intervals",
     "classify": "classify your images (or the packaged sample) from a support folder",
     "export": "export a model as a SavedModel for TF Serving",
+    "release": "release a training run (or one of its checkpoints) as a zoo entry",
     "plot": "pictures of learning curves and sequence evaluations",
     "benchmark": "time training, inference, serving and the input pipeline",
 }

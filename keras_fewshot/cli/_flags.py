@@ -124,7 +124,12 @@ def default_protocol():
     """The protocol the chosen model is measured by: its zoo entry's, else its split's."""
     if flags.FLAGS.model:
         return zoo.get_entry(flags.FLAGS.model).protocol
-    config = training.read_config(flags.FLAGS.model_dir)
+    return config_protocol(training.read_config(flags.FLAGS.model_dir))
+
+
+def config_protocol(config: training.TrainConfig) -> str:
+    """The protocol a model trained by `config` is measured by, by default: its generated
+    tasks' own (sinusoid), else its Omniglot split, else vinyals."""
     if config.dataset in MODELS[config.model].task_kind.protocols:  # generated tasks' own
         return config.dataset
     if config.dataset == OMNIGLOT:

@@ -1,0 +1,177 @@
+"""Releasing a training run as a zoo entry: a training directory, at its end or at one of its
+checkpoints, becomes a zoo folder (see `keras_fewshot.zoo` for the format).
+
+`release(model_dir, output_dir, step=...)` writes into output_dir
+
+    model.weights.h5   the weights of checkpoint `step` (or the run's final weights), model
+                       only: no optimizer state
+    config.json        the run's config with the episodes actually trained
+                       (step x episodes_per_step)
+    history.csv        the run's history.csv up to that step
+    metadata.json      description, protocol, the sha256 of config.json and the weights, and
+                       the command that trains exactly this config
+
+and returns the entry (`zoo.read_entry`). Everything is checked before the first file is
+written: a release that is refused (ValueError or FileNotFoundError naming the problem)
+leaves output_dir as it was. Each file is renamed into place complete, metadata.json last, so
+an interrupted release leaves hashes that refuse the new files rather than vouch for them.
+
+Re-releasing into an entry's own folder keeps its description, protocol and paper unless
+given; the card (README.md) and the eval_*.json beside it are the author's to re-make.
+"""
+
+import dataclasses
+import json
+import logging
+import pathlib
+import shlex
+
+from keras_fewshot import training, zoo
+from keras_fewshot.cli._flags import config_protocol
+from keras_fewshot.cli.train import train_command
+from keras_fewshot.evaluation import PROTOCOLS
+from keras_fewshot.models import build_model
+from keras_fewshot.training.checkpoints import atomic_save_weights
+from keras_fewshot.training.files import write_text_durably
+from keras_fewshot.training.run_dir import checkpoints_of
+
+HISTORY_FILE = "history.csv"
+OMNIGLOT_DATA_DIR = "../shared/data/omniglot"  # the --data_dir of the zoo's train commands
+
+logger = logging.getLogger(__name__)
+
+
+def release(model_dir, output_dir, *, step=None, description=None, protocol=None,
+            data_dir=OMNIGLOT_DATA_DIR) -> zoo.ZooEntry:
+    """Writes the zoo entry of the training directory `model_dir` into `output_dir` (its
+    name is the entry's) and returns it.
+
+    step: the optimizer step whose checkpoint is released (checked against its sha256);
+        None: the finished run's model.weights.h5.
+    description, protocol: the entry's; by default an existing entry's, else (protocol
+        only) the one `config_protocol` gives the run's config. A new entry needs a
+        description.
+    data_dir: the --data_dir the released train command names.
+    """
+    model_dir, output_dir = pathlib.Path(model_dir), pathlib.Path(output_dir)
+    if output_dir.resolve() == model_dir.resolve():
+        raise ValueError(f"Release into another folder than the training directory {model_dir}")
+    config = training.read_config(model_dir)
+    existing = _existing_entry(output_dir, config)
+    description = description or (existing.description if existing else None)
+    if not description:
+        raise ValueError(f"{output_dir} holds no zoo entry yet: give its description")
+    protocol = protocol or (existing.protocol if existing else config_protocol(config))
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"Unknown protocol {protocol!r}; available: {sorted(PROTOCOLS)}")
+    if step is None:
+        weights, released = _final_weights(model_dir, config), config
+    else:
+        weights = _checkpoint(model_dir, config, step)
+        released = dataclasses.replace(config, episodes=step * config.episodes_per_step)
+    model = build_model(config.model, config.model_config)
+    training.load_weights(model, weights, config)  # ValueError: not this model's weights
+    history = _history_until(model_dir / HISTORY_FILE,
+                             released.episodes // config.episodes_per_epoch)
+    commands = _train_commands(released, output_dir, existing, data_dir)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_save_weights(model, output_dir / training.WEIGHTS_FILE)
+    training.write_config(output_dir, released)
+    if history is not None:
+        write_text_durably(output_dir / HISTORY_FILE, history)
+    metadata = {"metadata_version": zoo.METADATA_VERSION, "description": description,
+                "protocol": protocol,
+                "sha256": {name: zoo.file_sha256(output_dir / name)
+                           for name in zoo.VERIFIED_FILES},
+                "train_commands": commands}
+    if existing and existing.paper is not None:
+        metadata["paper"] = existing.paper
+    write_text_durably(output_dir / zoo.METADATA_FILE,
+                       json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
+    return zoo.read_entry(output_dir)
+
+
+def _existing_entry(output_dir, config):
+    """The zoo entry output_dir already holds (None: none yet); ValueError when its
+    config.json is of another model than `config`'s, or its metadata.json is invalid."""
+    if (output_dir / training.CONFIG_FILE).is_file():
+        there = training.read_config(output_dir).model
+        if there != config.model:
+            raise ValueError(f"{output_dir} holds a {there} entry; refusing to replace it "
+                             f"with a {config.model} (release into a new folder)")
+    if not (output_dir / zoo.METADATA_FILE).is_file():
+        return None
+    return zoo.read_entry(output_dir)
+
+
+def _final_weights(model_dir, config):
+    """model_dir's model.weights.h5, or FileNotFoundError when the run has not finished
+    its episode budget (then the file, if any, is an earlier budget's end)."""
+    steps = checkpoints_of(model_dir).steps()
+    last = config.episodes // config.episodes_per_step
+    if steps and steps[-1] < last:
+        raise FileNotFoundError(f"{model_dir} has not finished: its newest checkpoint is at "
+                                f"step {steps[-1]} of {last}; release a step "
+                                f"(checkpoints: {_listed(steps)})")
+    path = model_dir / training.WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {model_dir} holds no finished run; "
+                                f"release a step (checkpoints: {_listed(steps)})")
+    return path
+
+
+def _checkpoint(model_dir, config, step):
+    """The checkpoint of `step`, verified by its sha256; ValueError for a step outside the
+    run or a damaged checkpoint, FileNotFoundError listing the steps there are."""
+    last = config.episodes // config.episodes_per_step
+    if not 0 < step <= last:
+        raise ValueError(f"step {step} is outside the run in {model_dir}: its "
+                         f"{config.episodes} episodes are steps 1 to {last}")
+    if step < last and config.lr_schedule == "linear":
+        raise ValueError(f"{model_dir} anneals its learning rate to 0 over all {last} steps: "
+                         f"a train command of {step} steps would anneal faster and not give "
+                         "these weights; release the finished run")
+    checkpoints = checkpoints_of(model_dir)
+    path = checkpoints.path(step)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint of step {step} in {checkpoints.directory} "
+                                f"(checkpoints: {_listed(checkpoints.steps())})")
+    if not checkpoints.verify(path):  # DamagedCheckpointError (a ValueError) when damaged
+        logger.warning("%s carries no sha256 (written before checkpoints had one): released "
+                       "without an integrity check", path)
+    return path
+
+
+def _listed(steps):
+    return ", ".join(map(str, steps)) or "none"
+
+
+def _history_until(path, epochs):
+    """The text of the history.csv `path` with its first `epochs` epochs (a resumed run's
+    repeated epoch: the last row of it), or None when there is no such file or it is
+    empty."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    if not lines:
+        return None
+    header, *lines = lines
+    rows = {}
+    for line in filter(None, lines):
+        epoch = int(line.split(",", 1)[0])
+        if epoch < epochs:
+            rows[epoch] = line
+    return "\n".join([header, *(rows[epoch] for epoch in sorted(rows))]) + "\n"
+
+
+def _train_commands(config, output_dir, existing, data_dir):
+    """The entry's train_commands: the command that trains `config` into runs/<entry name>
+    (re-releasing: into the existing last command's --model_dir), after the existing
+    entry's earlier phases when `config` starts from another run."""
+    earlier, model_dir = [], f"runs/{output_dir.resolve().name}"
+    if existing:
+        *phases, last = existing.train_commands
+        model_dir = next((word.split("=", 1)[1] for word in shlex.split(last)
+                          if word.startswith("--model_dir=")), model_dir)
+        if config.init_from or config.embedding_from:
+            earlier = phases
+    return [*earlier, train_command(config, model_dir, data_dir)]
