@@ -24,6 +24,7 @@ RUN = training.TrainConfig(model="protonet", model_config={"filters": 8}, subset
                            episodes_per_epoch=4, lr_decay_every=4, seed=3)
 STEP = 4  # released: 8 episodes, the first 2 epochs
 NAME = "tiny_protonet"
+RELEASE_TOOL = pathlib.Path(__file__).resolve().parent.parent / "tools" / "release.py"
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +159,18 @@ def test_re_releasing_a_fine_tuned_run_keeps_the_phase_it_starts_from(released, 
     assert training.read_config(folder).init_from == "runs/phase1"
     (command,) = release.release(run_dir, folder, step=STEP).train_commands
     assert command.startswith("python tools/train.py --model_dir=runs/phase2 ")
+
+
+def test_the_release_tool_writes_the_entry_and_names_the_author_s_next_steps(
+        released, run_dir, run_python, tmp_path):
+    folder = tmp_path / "zoo" / NAME
+    proc = run_python(RELEASE_TOOL, f"--model_dir={run_dir}", f"--step={STEP}",
+                      f"--output={folder}", "--description=A tiny ProtoNet.")
+    entry = zoo.read_entry(folder)
+    assert entry.hashes[training.CONFIG_FILE] == released.hashes[training.CONFIG_FILE]
+    assert entry.train_commands == released.train_commands
+    assert f"at step {STEP}" in proc.stdout and entry.evaluate_command in proc.stdout
+    assert str(entry.card_path) in proc.stdout and "eval JSON" in proc.stdout
 
 
 def test_a_corrupted_weights_byte_is_refused_by_load(released, tmp_path):
