@@ -30,15 +30,12 @@ weights and the config that builds them are one release. `load(directory)` loads
 of your own (config.json + model.weights.h5, e.g. a training directory), verified the same
 way when it holds a metadata.json.
 
-Releasing a model, or re-releasing one (e.g. new maml_omniglot weights), is editing data:
-  1. train it; copy the run's config.json and model.weights.h5 into zoo/<name>/;
-  2. in zoo/<name>/metadata.json set "sha256" to the files' new hashes
-     (`sha256sum zoo/<name>/config.json zoo/<name>/model.weights.h5`) and
-     "train_commands" to the command(s) that trained it; update "description" (and
-     "paper") if they changed;
-  3. re-make the card's numbers with `evaluate_command` (tools/evaluate.py) and update the
-     card. tests/test_zoo.py checks every entry's hashes, and that the last training
-     command's flags give exactly its config.json.
+Releasing a model, or re-releasing one (e.g. new maml_omniglot weights), is writing data:
+`keras-fewshot release --model_dir=<run> [--step=N] --output=zoo/<name>` (keras_fewshot.release)
+writes the three files (and history.csv) from a training run or one of its checkpoints; then
+re-make the card's numbers with `evaluate_command` and update the card. tests/test_zoo.py
+checks every entry's hashes, and that the last training command's flags give exactly its
+config.json.
 A new entry is a new folder with the same three files: no code changes.
 """
 
