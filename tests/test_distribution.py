@@ -112,6 +112,36 @@ for name, values in configs.items():
 
 
 @pytest.fixture(scope="module")
+def mirrored_runs(omniglot_dir, tmp_path_factory):
+    """wait: every CONFIGS run is trained under MirroredStrategy over two logical CPUs in a
+    fresh process, started when this fixture is set up; `wait()` waits for it (failing with
+    its output if it fails) and returns the folder holding each run's model_dir, <name>. Requested
+    before the one-device fixtures, the process trains beside them: both are mostly tracing,
+    one core each."""
+    root = tmp_path_factory.mktemp("mirrored")
+    configs = {name: dataclasses.asdict(config) for name, config in CONFIGS.items()}
+    log = open(root / "process.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MIRRORED_RUNS, str(root), str(omniglot_dir), json.dumps(configs)],
+        cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"})
+
+    def wait():
+        proc.wait(timeout=1800)
+        log.flush()
+        if proc.returncode != 0:
+            pytest.fail(f"the mirrored runs exited {proc.returncode}\n"
+                        f"{(root / 'process.log').read_text()[-4000:]}")
+        return root
+
+    yield wait
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+@pytest.fixture(scope="module")
 def single_device_runs(omniglot_dir, tmp_path_factory):
     """{name: model_dir} of every CONFIGS run trained on one device, in this process."""
     root = tmp_path_factory.mktemp("single")
@@ -213,14 +243,13 @@ def logged_losses(model_dir):
         return [float(row["loss"]) for row in csv.DictReader(f)]
 
 
-def test_mirrored_over_two_cpus_equals_one_device(single_device_runs, probe_runs, unseen_inputs,
-                                                  run_python, omniglot_dir, tmp_path):
-    configs = {name: dataclasses.asdict(config) for name, config in CONFIGS.items()}
-    run_python("-c", MIRRORED_RUNS, tmp_path, omniglot_dir, json.dumps(configs), timeout=1800)
+def test_mirrored_over_two_cpus_equals_one_device(mirrored_runs, single_device_runs, probe_runs,
+                                                  unseen_inputs):
+    root = mirrored_runs()
     failures = {}
     for name in CONFIGS:  # every family's verdict, not only the first
         try:
-            assert_same_training(tmp_path / name, single_device_runs[name], probe_runs[name],
+            assert_same_training(root / name, single_device_runs[name], probe_runs[name],
                                  unseen_inputs)
         except AssertionError as error:
             failures[name] = error
