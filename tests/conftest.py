@@ -163,6 +163,25 @@ def _run_python(*args, cwd=None, timeout=300, check=True):
     return proc
 
 
+def _train_config_of(command):
+    """The TrainConfig `python tools/train.py <flags>` trains, from its flags alone."""
+    import shlex
+    from absl import flags
+    from keras_fewshot.cli import train as train_command
+    words = shlex.split(command)
+    assert words[:2] == ["python", "tools/train.py"], command
+    flag_values = flags.FlagValues()
+    train_command.define_flags(flag_values)
+    flag_values(["train", *words[2:]])
+    return train_command.config_from_flags(flag_values)
+
+
+@pytest.fixture(scope="session")
+def train_config_of():
+    """train_config_of(command) -> the TrainConfig a `python tools/train.py ...` line trains."""
+    return _train_config_of
+
+
 @pytest.fixture(scope="session")
 def run_python():
     """run_python(*args, cwd=None, timeout=300, check=True) -> CompletedProcess."""

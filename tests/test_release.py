@@ -6,12 +6,10 @@ leaves the output folder as it was."""
 import dataclasses
 import json
 import pathlib
-import shlex
 import shutil
 
 import numpy as np
 import pytest
-from absl import flags
 
 import keras_fewshot
 from keras_fewshot import release, training, zoo
@@ -39,16 +37,6 @@ def released(run_dir, tmp_path_factory):
     """The entry of `run_dir` at STEP, in <tmp>/zoo/NAME."""
     return release.release(run_dir, tmp_path_factory.mktemp("zoo") / NAME, step=STEP,
                            description="A tiny ProtoNet.")
-
-
-def parse_train_command(line):
-    """The TrainConfig `python tools/train.py <flags>` trains, from its flags alone."""
-    words = shlex.split(line)
-    assert words[:2] == ["python", "tools/train.py"], line
-    flag_values = flags.FlagValues()
-    train_command.define_flags(flag_values)
-    flag_values(["train", *words[2:]])
-    return train_command.config_from_flags(flag_values)
 
 
 def model_weights(weights_path):
@@ -91,12 +79,12 @@ def test_the_history_is_cut_at_the_released_step(released, run_dir):
     assert (released.directory / "history.csv").read_text().splitlines() == run_rows[:1 + epochs]
 
 
-def test_the_train_command_gives_the_released_config(released):
+def test_the_train_command_gives_the_released_config(released, train_config_of):
     (command,) = released.train_commands
     assert command.startswith(f"python tools/train.py --model_dir=runs/{NAME} "
                               "--data_dir=../shared/data/omniglot ")
     assert "--episodes=8 " in command and "--verbose" not in command
-    assert parse_train_command(command) == training.read_config(released.directory)
+    assert train_config_of(command) == training.read_config(released.directory)
 
 
 @pytest.mark.parametrize("config", [
@@ -119,14 +107,14 @@ def test_the_train_command_gives_the_released_config(released):
     training.TrainConfig(model="maml_regressor", model_config={"inner_learning_rate": 0.01},
                          dataset="sinusoid", queries=10, episodes_per_step=25),
 ], ids=["maml", "protonet", "siamese", "init_from", "folder", "sinusoid"])
-def test_train_command_flags_give_back_the_config(config):
+def test_train_command_flags_give_back_the_config(config, train_config_of):
     line = train_command.train_command(config, "runs/x", "../shared/data/omniglot")
-    assert parse_train_command(line) == config
+    assert train_config_of(line) == config
     assert ("--data_dir=" in line) == (config.dataset != "sinusoid")
 
 
-def test_re_releasing_the_finished_run_keeps_the_entry_s_description_and_paper(run_dir,
-                                                                                tmp_path):
+def test_re_releasing_the_finished_run_keeps_the_entry_s_description_and_paper(
+        run_dir, tmp_path, train_config_of):
     folder = tmp_path / NAME
     release.release(run_dir, folder, step=STEP, description="A tiny ProtoNet.")
     metadata = json.loads((folder / zoo.METADATA_FILE).read_text())
@@ -139,11 +127,11 @@ def test_re_releasing_the_finished_run_keeps_the_entry_s_description_and_paper(r
     assert_same_weights(keras_fewshot.load(folder).get_weights(),
                         model_weights(run_dir / training.WEIGHTS_FILE))
     assert len((folder / "history.csv").read_text().splitlines()) == 1 + 3
-    assert parse_train_command(entry.train_commands[-1]) == RUN
+    assert train_config_of(entry.train_commands[-1]) == RUN
 
 
-def test_re_releasing_a_fine_tuned_run_keeps_the_phase_it_starts_from(released, run_dir,
-                                                                       tmp_path):
+def test_re_releasing_a_fine_tuned_run_keeps_the_phase_it_starts_from(
+        released, run_dir, tmp_path, train_config_of):
     """The released command trains into the entry's last --model_dir, after the earlier
     phases when the run starts from another (init_from); else it is the only command."""
     folder = shutil.copytree(released.directory, tmp_path / NAME)
@@ -155,7 +143,7 @@ def test_re_releasing_a_fine_tuned_run_keeps_the_phase_it_starts_from(released, 
                             step=STEP)
     assert entry.train_commands[0] == first
     assert entry.train_commands[1].startswith("python tools/train.py --model_dir=runs/phase2 ")
-    assert parse_train_command(entry.train_commands[1]) == training.read_config(folder)
+    assert train_config_of(entry.train_commands[1]) == training.read_config(folder)
     assert training.read_config(folder).init_from == "runs/phase1"
     (command,) = release.release(run_dir, folder, step=STEP).train_commands
     assert command.startswith("python tools/train.py --model_dir=runs/phase2 ")

@@ -5,17 +5,14 @@ import hashlib
 import json
 import pathlib
 import re
-import shlex
 import shutil
 
 import keras
 import numpy as np
 import pytest
-from absl import flags
 
 import keras_fewshot
 from keras_fewshot import evaluation, training, zoo
-from keras_fewshot.cli import train as train_command
 from keras_fewshot.models import (EpisodicClassifier, MAMLClassifier, MAMLRegressor,
                                   PrototypicalNetwork, SequenceClassifier)
 
@@ -105,18 +102,8 @@ def test_every_released_entry_is_verified_whole(name, monkeypatch):
         assert entry.hashes[file_name] == sha256(ZOO / name / file_name)
 
 
-def train_config_of(command):
-    """The TrainConfig `python tools/train.py <flags>` writes, from its flags alone."""
-    words = shlex.split(command)
-    assert words[:2] == ["python", "tools/train.py"], command
-    flag_values = flags.FlagValues()
-    train_command.define_flags(flag_values)
-    flag_values(["train", *words[2:]])
-    return train_command.config_from_flags(flag_values)
-
-
 @pytest.mark.parametrize("name", RELEASED)
-def test_training_commands_give_the_released_config(name, monkeypatch):
+def test_training_commands_give_the_released_config(name, monkeypatch, train_config_of):
     """The last training command's flags give exactly the entry's config.json; a first phase
     gives the pretrain_config.json kept beside it; every zoo entry a command starts from
     (--init_from, --embedding_from) is in the zoo."""
