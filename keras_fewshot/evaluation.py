@@ -29,6 +29,7 @@ from keras_fewshot.data import benchmarks, load_dataset, load_split
 from keras_fewshot.data.datasets import (NATURAL, OMNIGLOT, benchmark_split,
                                          evaluation_subset, parse_dataset)
 from keras_fewshot.data.labelled import LabelledImages
+from keras_fewshot.models import MODELS
 from keras_fewshot.tasks import TASK_KINDS
 from keras_fewshot.tasks.episodes import own_settings
 
@@ -177,3 +178,13 @@ def markdown_table(rows):
         lines.append(f"| {r['protocol']} | {r['ways']}-way {r['shots']}-shot | {r['episodes']} "
                      f"| {100 * r['accuracy']:.2f} | ± {100 * r['ci95']:.2f} |")
     return "\n".join(lines)
+
+
+def config_protocol(config) -> str:
+    """The protocol a model trained by `config` is measured by, by default: its generated
+    tasks' own (sinusoid), else its Omniglot split, else vinyals."""
+    if config.dataset in MODELS[config.model].task_kind.protocols:  # generated tasks' own
+        return config.dataset
+    if config.dataset == OMNIGLOT:
+        return config.split
+    return "vinyals"  # the settings a model trained on other data is measured in by default

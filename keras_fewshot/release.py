@@ -27,9 +27,8 @@ import pathlib
 import shlex
 
 from keras_fewshot import training, zoo
-from keras_fewshot.cli._flags import config_protocol
 from keras_fewshot.cli.train import train_command
-from keras_fewshot.evaluation import PROTOCOLS
+from keras_fewshot.evaluation import PROTOCOLS, config_protocol
 from keras_fewshot.models import build_model
 from keras_fewshot.training.checkpoints import atomic_save_weights
 from keras_fewshot.training.files import write_text_durably

@@ -10,9 +10,7 @@ import pathlib
 
 from absl import flags
 
-from keras_fewshot import training, zoo
-from keras_fewshot.data.datasets import OMNIGLOT
-from keras_fewshot.models import MODELS
+from keras_fewshot import evaluation, training, zoo
 
 
 class _JsonObjectParser(flags.ArgumentParser):
@@ -124,17 +122,7 @@ def default_protocol():
     """The protocol the chosen model is measured by: its zoo entry's, else its split's."""
     if flags.FLAGS.model:
         return zoo.get_entry(flags.FLAGS.model).protocol
-    return config_protocol(training.read_config(flags.FLAGS.model_dir))
-
-
-def config_protocol(config: training.TrainConfig) -> str:
-    """The protocol a model trained by `config` is measured by, by default: its generated
-    tasks' own (sinusoid), else its Omniglot split, else vinyals."""
-    if config.dataset in MODELS[config.model].task_kind.protocols:  # generated tasks' own
-        return config.dataset
-    if config.dataset == OMNIGLOT:
-        return config.split
-    return "vinyals"  # the settings a model trained on other data is measured in by default
+    return evaluation.config_protocol(training.read_config(flags.FLAGS.model_dir))
 
 
 def training_config():
