@@ -108,7 +108,7 @@ def _final_weights(model_dir, config):
     """model_dir's model.weights.h5, or FileNotFoundError when the run has not finished
     its episode budget (then the file, if any, is an earlier budget's end)."""
     steps = checkpoints_of(model_dir).steps()
-    last = config.episodes // config.episodes_per_step
+    last = config.steps
     if steps and steps[-1] < last:
         raise FileNotFoundError(f"{model_dir} has not finished: its newest checkpoint is at "
                                 f"step {steps[-1]} of {last}; release a step "
@@ -123,7 +123,7 @@ def _final_weights(model_dir, config):
 def _checkpoint(model_dir, config, step):
     """The checkpoint of `step`, verified by its sha256; ValueError for a step outside the
     run or a damaged checkpoint, FileNotFoundError listing the steps there are."""
-    last = config.episodes // config.episodes_per_step
+    last = config.steps
     if not 0 < step <= last:
         raise ValueError(f"step {step} is outside the run in {model_dir}: its "
                          f"{config.episodes} episodes are steps 1 to {last}")

@@ -153,6 +153,11 @@ class TrainConfig:
                              "starts every weight, the embedding's included")
 
     @property
+    def steps(self):
+        """The optimizer steps of the whole run: episodes / episodes_per_step."""
+        return self.episodes // self.episodes_per_step
+
+    @property
     def image_size(self):
         """The model's input resolution: model_config's image_size, else the model's default
         (28, or 20 for the sequence models), so the data is cached at what the model sees."""

@@ -88,7 +88,7 @@ def learning_rate_schedule(config: TrainConfig):
     run's steps, as Reptile's outer step size, Nichol et al. 2018)."""
     if config.lr_schedule == "linear":
         return keras.optimizers.schedules.PolynomialDecay(
-            config.learning_rate, decay_steps=config.episodes // config.episodes_per_step,
+            config.learning_rate, decay_steps=config.steps,
             end_learning_rate=0.0, power=1.0)
     return keras.optimizers.schedules.ExponentialDecay(
         config.learning_rate, decay_steps=config.lr_decay_every // config.episodes_per_step,
