@@ -20,18 +20,21 @@ Re-releasing into an entry's own folder keeps its description, protocol and pape
 given; the card (README.md) and the eval_*.json beside it are the author's to re-make.
 """
 
+import csv
 import dataclasses
+import io
 import json
 import logging
 import pathlib
 import shlex
 
 from keras_fewshot import training, zoo
-from keras_fewshot.cli.train import train_command
 from keras_fewshot.evaluation import PROTOCOLS, config_protocol
 from keras_fewshot.models import build_model
 from keras_fewshot.training.checkpoints import atomic_save_weights
+from keras_fewshot.training.command import train_command
 from keras_fewshot.training.files import write_text_durably
+from keras_fewshot.training.history import history_rows
 from keras_fewshot.training.run_dir import checkpoints_of
 
 HISTORY_FILE = "history.csv"
@@ -150,16 +153,14 @@ def _history_until(path, epochs):
     """The text of the history.csv `path` with its first `epochs` epochs (a resumed run's
     repeated epoch: the last row of it), or None when there is no such file or it is
     empty."""
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    if not lines:
+    columns, rows = history_rows(path) if path.is_file() else ((), {})
+    if not columns:
         return None
-    header, *lines = lines
-    rows = {}
-    for line in filter(None, lines):
-        epoch = int(line.split(",", 1)[0])
-        if epoch < epochs:
-            rows[epoch] = line
-    return "\n".join([header, *(rows[epoch] for epoch in sorted(rows))]) + "\n"
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows[epoch] for epoch in sorted(rows) if epoch < epochs)
+    return text.getvalue()
 
 
 def _train_commands(config, output_dir, existing, data_dir):

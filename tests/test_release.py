@@ -13,7 +13,7 @@ import pytest
 
 import keras_fewshot
 from keras_fewshot import release, training, zoo
-from keras_fewshot.cli import train as train_command
+from keras_fewshot.training import command as train_command
 from keras_fewshot.models import build_model
 
 # 6 steps of 2 episodes, a checkpoint every 2 steps (4 episodes): checkpoints 2, 4 and 6.

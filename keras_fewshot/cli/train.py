@@ -29,10 +29,6 @@ they share); each step's --episodes_per_step episodes (sequences, tasks; --pairs
 --model=siamese) are split over the replicas. Every --model trains this way.
 """
 
-import dataclasses
-import json
-import shlex
-
 from absl import app, flags
 
 from keras_fewshot import training
@@ -100,38 +96,6 @@ def config_from_flags(fv) -> training.TrainConfig:
     split, subset = datasets.default_split(fv.dataset, fv.split)
     values.update(model_config=model_config, split=split, subset=fv.subset or subset)
     return training.TrainConfig(**values)
-
-
-def train_command(config: training.TrainConfig, model_dir, data_dir=None) -> str:
-    """The `python tools/train.py ...` line whose flags give exactly `config`
-    (`config_from_flags`): --model_dir, --data_dir (when given and the data set is not of
-    generated tasks), then a flag for each field that differs from TrainConfig's default,
-    --model_config as one JSON object; --split and --subset always for data with classes
-    (left out, the command decides them from --dataset). Values are quoted for the shell."""
-    words = ["python", "tools/train.py", f"--model_dir={model_dir}"]
-    has_classes = config.dataset not in datasets.GENERATED
-    if data_dir and has_classes:
-        words.append(f"--data_dir={data_dir}")
-    default = training.TrainConfig()
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if value == getattr(default, field.name) and not (
-                has_classes and field.name in ("split", "subset")):
-            continue
-        if isinstance(value, bool):
-            words.append(f"--{'' if value else 'no'}{field.name}")
-        else:
-            words.append(f"--{field.name}="
-                         + (json.dumps(value) if isinstance(value, dict) else str(value)))
-    return " ".join(_shell_word(word) for word in words)
-
-
-def _shell_word(word):
-    """`word` quoted for a POSIX shell; a --flag=value's value only, as written by hand."""
-    flag, equals, value = word.partition("=")
-    if flag.startswith("--") and equals:
-        return f"{flag}={shlex.quote(value)}"
-    return shlex.quote(word)
 
 
 def _image_defaults(model_config, fv):

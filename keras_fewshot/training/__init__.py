@@ -25,6 +25,7 @@ The modules, along the seams of that job:
   distribution  tf.distribute strategies, the chief, replicated fit
   callbacks     checkpoint each epoch, stop on a non-finite loss
   history       history.csv and config.json as learning-curve data: read_history
+  command       the `tools/train.py` command line that trains a TrainConfig
   loop          train: build or resume, then fit (imported only when `train` is used, so
                 loading a model never imports the fit loop)
 """

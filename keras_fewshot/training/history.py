@@ -11,6 +11,15 @@ from keras_fewshot.models import MODELS
 from keras_fewshot.training.config import TrainConfig
 
 
+def history_rows(path):
+    """The columns of the history.csv `path` (empty for an empty file) and its rows by
+    epoch; a resumed run may repeat an epoch, and its last row is kept."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows = {int(row["epoch"]): row for row in reader}
+        return list(reader.fieldnames or ()), rows
+
+
 def read_history(path):
     """A training log (history.csv beside its config.json, or <prefix>history.csv beside
     <prefix>config.json) as (label, episodes at the end of each epoch, loss, accuracy or
@@ -24,10 +33,7 @@ def read_history(path):
     values = json.loads(config_path.read_text())
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in values.items() if k in fields})
-    rows = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            rows[int(row["epoch"])] = row  # a resumed run may repeat an epoch: keep the last
+    _, rows = history_rows(path)
     if not rows:
         raise ValueError(f"{path} has no epochs yet")
     epochs = sorted(rows)
