@@ -58,8 +58,10 @@ def learning_curves(logs, title=None):
     panels[0].set(xlabel="training episodes", ylabel="training loss", yscale="log")
     if with_accuracy:
         panels[1].set(xlabel="training episodes", ylabel="training accuracy (%)")
+    from matplotlib.ticker import EngFormatter
     for axes in panels:
         axes.grid(alpha=0.3)
+        axes.xaxis.set_major_formatter(EngFormatter(sep=""))  # 150k, not 150000 (runs overlap)
     figure.legend(loc="outside lower center", fontsize=8, frameon=False)
     if title:
         figure.suptitle(title)
