@@ -13,7 +13,7 @@ import pytest
 
 import keras_fewshot
 from keras_fewshot import release, training, zoo
-from keras_fewshot.training import command as train_command
+from keras_fewshot.training.command import train_command
 from keras_fewshot.models import build_model
 
 # 6 steps of 2 episodes, a checkpoint every 2 steps (4 episodes): checkpoints 2, 4 and 6.
@@ -108,7 +108,7 @@ def test_the_train_command_gives_the_released_config(released, train_config_of):
                          dataset="sinusoid", queries=10, episodes_per_step=25),
 ], ids=["maml", "protonet", "siamese", "init_from", "folder", "sinusoid"])
 def test_train_command_flags_give_back_the_config(config, train_config_of):
-    line = train_command.train_command(config, "runs/x", "../shared/data/omniglot")
+    line = train_command(config, "runs/x", "../shared/data/omniglot")
     assert train_config_of(line) == config
     assert ("--data_dir=" in line) == (config.dataset != "sinusoid")
 
