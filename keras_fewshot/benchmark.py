@@ -284,12 +284,15 @@ def tflite_ms(tflite_path, data, ways=5, shots=1, repeats=50):
                       repeats)}]
 
 
-def support_set_serving_rows(model, saved_model_dir, data, repeats=50, threads_seconds=10.0):
+def support_set_serving_rows(model, saved_model_dir, data, repeats=50, threads_seconds=10.0,
+                             feature_branches=1):
     """The serving measures of an exported episodic classifier beyond its requests: the
     5-way 1-shot request with one query, 8 client threads sending it for `threads_seconds`
     (requests/s, p50 / p99), the cached-support query (metric models), where torch is
     importable the PyTorch ProtoNet peer, and (float32 metric models) the TFLite file's size
-    and its request and cached query in the interpreter (written next to the SavedModel)."""
+    and its request and cached query in the interpreter (written next to the SavedModel).
+    `feature_branches`: those the SavedModel was exported with, recorded in its rows (the
+    TFLite file has none)."""
     rows = [one_query_serving_ms(saved_model_dir, data, 5, 1, repeats),
             threaded_serving(saved_model_dir, data, threads=8, seconds=threads_seconds)]
     if hasattr(model, "encode_support"):
@@ -297,6 +300,7 @@ def support_set_serving_rows(model, saved_model_dir, data, repeats=50, threads_s
     peers = serving_peer_ratios(model, saved_model_dir, data, 5, 1,
                                 calls=max(1, repeats // 5))
     rows += [peers] if peers else []
+    rows = [{**row, "feature_branches": feature_branches} for row in rows]
     if hasattr(model, "encode_support") and export.computes_in_float32(model):
         tflite = os.path.join(os.path.dirname(str(saved_model_dir)), "model.tflite")
         rows += tflite_ms(export.export_tflite(model, tflite, overwrite=True), data, 5, 1,

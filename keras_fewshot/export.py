@@ -37,6 +37,16 @@ The answers are the same as with the variables (the same operations on the same 
 variables are saved as well. Models whose weights exceed `CONSTANT_WEIGHTS_LIMIT` bytes
 (each signature holds its own copy) and the other families keep reading variables.
 
+A metric model can be exported with `feature_branches=k` (default 1): its signatures embed a
+request's images as k independent branches (contiguous chunks of the image batch, each
+through the backbone, concatenated back: `keras_fewshot.models.metric.embed_in_branches`),
+which TensorFlow's inter-op scheduler can run on k cores at once. It pays only when each op
+runs on one thread: serve with intra-op threads 1 and inter-op threads k
+(`tf.config.threading`; TF Serving `--tensorflow_intra_op_parallelism=1
+--tensorflow_inter_op_parallelism=2`); with the default threads it costs a little. The
+answers are the same to round-off. TFLite export has no such option: its interpreter runs
+one op at a time.
+
 The directory is written next to its destination and renamed into place, so an interrupted
 export never leaves a directory that looks like a model; `load_serving` checks a directory is
 complete before loading its signature. `export_tflite` writes the same signatures as one
@@ -136,21 +146,53 @@ def _with_constant_weights(model, body):
     return frozen
 
 
-def serving_functions(model, ranked=False, constant_weights=None):
+def supports_feature_branches(model):
+    """Whether `model` can embed its images in branches (`feature_branches` > 1): the metric
+    models (`MetricClassifier`)."""
+    from keras_fewshot.models.metric import MetricClassifier
+    return isinstance(model, MetricClassifier)
+
+
+def _feature_branches(model, feature_branches):
+    """`feature_branches` checked for `model`: a whole number >= 1, and 1 unless `model` is a
+    metric model."""
+    from keras_fewshot.models.metric import check_feature_branches
+    branches = check_feature_branches(feature_branches)
+    if branches > 1 and not supports_feature_branches(model):
+        raise ValueError(f"feature_branches={branches}: only the metric models (ProtoNet, "
+                         "Matching, Siamese, Relation: MetricClassifier) embed their images in "
+                         f"branches; {type(model).__name__} is not one, export it with "
+                         "feature_branches=1")
+    return branches
+
+
+def _with_feature_branches(model, branches, body):
+    """`body` traced with `model` embedding its images in `branches` branches."""
+    def branched(**request):
+        with model.branched_features(branches):
+            return body(**request)
+    return branched
+
+
+def serving_functions(model, ranked=False, constant_weights=None, feature_branches=1):
     """{signature name: (function of keyword tensors, {name: TensorSpec})} for `model`: its
     task kind's serving_default, and for a metric model the cached-support pair;
     `constant_weights` (None: `uses_constant_weights(model)`) traces them with the weights
-    as constants."""
+    as constants; `feature_branches` (metric models) traces them embedding the images in
+    that many branches (see the module's docstring)."""
     inputs = model.task_kind.serving_inputs
     if inputs is None:
         raise ValueError(f"{type(model).__name__} trains on {model.task_kind.name}, which have "
                          "no serving signature")
+    branches = _feature_branches(model, feature_branches)
     if constant_weights is None:
         constant_weights = uses_constant_weights(model)
 
     def endpoint(inputs, body):
         def fn(**request):
             return body(**_checked(request, inputs))
+        if branches > 1:
+            fn = _with_feature_branches(model, branches, fn)
         if constant_weights:
             fn = _with_constant_weights(model, fn)
         return fn, _specs(inputs, ranked)
@@ -168,10 +210,11 @@ def serving_functions(model, ranked=False, constant_weights=None):
     return functions
 
 
-def _archive(model, ranked=False, constant_weights=None):
+def _archive(model, ranked=False, constant_weights=None, feature_branches=1):
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, (fn, specs) in serving_functions(model, ranked, constant_weights).items():
+    for name, (fn, specs) in serving_functions(model, ranked, constant_weights,
+                                               feature_branches).items():
         archive.add_endpoint(name, _positional(fn, list(specs)),
                              input_signature=list(specs.values()))
     return archive
@@ -201,12 +244,18 @@ def _write_atomically(path, overwrite, write):
     return path
 
 
-def export_saved_model(model, path, overwrite=False, constant_weights=None):
+def export_saved_model(model, path, overwrite=False, constant_weights=None,
+                       feature_branches=1):
     """Writes `model` (an episodic classifier or a sequence model) as a SavedModel at `path`;
     returns the path. `constant_weights`: whether the functions hold the weights as
-    constants (None: `uses_constant_weights(model)`; False: they read the variables)."""
+    constants (None: `uses_constant_weights(model)`; False: they read the variables).
+    `feature_branches` (metric models only; default 1): embed a request's images in that many
+    independent branches, for serving with intra-op threads 1 and inter-op threads 2 (see
+    the module's docstring). ValueError for another model with more than 1, or below 1."""
+    _feature_branches(model, feature_branches)  # refused before anything is written
     return _write_atomically(path, overwrite, lambda staging: _archive(
-        model, constant_weights=constant_weights).write_out(str(staging), verbose=False))
+        model, constant_weights=constant_weights,
+        feature_branches=feature_branches).write_out(str(staging), verbose=False))
 
 
 def computes_in_float32(model):

@@ -303,3 +303,52 @@ def test_every_model_family_serves_its_keras_answers(name, config, request_episo
     outputs = serve(tf.saved_model.load(str(path)).signatures[SIGNATURE], request_episode)
     probabilities = np_softmax(family(request_episode).numpy().astype(np.float64))
     assert_answers(outputs, (probabilities, probabilities.argmax(-1)))
+
+
+def test_feature_branches_are_for_metric_models_and_at_least_one(model, tmp_path):
+    """Only a metric model embeds its images in branches; a count below 1 is refused. Both
+    before anything is traced or written."""
+    from keras_fewshot.export import serving_functions
+    from keras_fewshot.models import build_model
+    maml = build_model("maml", {"filters": 8, "ways": 5})
+    for export in (lambda: export_saved_model(maml, tmp_path / "maml", feature_branches=2),
+                   lambda: serving_functions(maml, feature_branches=2)):
+        with pytest.raises(ValueError, match="feature_branches=2: only the metric models "
+                           r"\(ProtoNet, .*MAMLClassifier is not one"):
+            export()
+    for count in (0, 2.0):
+        with pytest.raises(ValueError, match="feature_branches must be a whole number >= 1"):
+            export_saved_model(model, tmp_path / "protonet", feature_branches=count)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _parse(command, *args):
+    """The flags of `command` (a keras_fewshot.cli module) parsed from args, without running
+    it."""
+    from absl import flags
+    flag_values = flags.FlagValues()
+    command.define_flags(flag_values)
+    flag_values(["keras-fewshot", *args])
+    return flag_values
+
+
+def test_export_and_benchmark_commands_take_feature_branches():
+    """--feature_branches: 1 by default; at least 1; SavedModel only; forwarded to each
+    benchmark process (which exports the metric models with it and prints it)."""
+    from absl import flags
+    from keras_fewshot.cli import benchmark as benchmark_command
+    from keras_fewshot.cli import export as export_command
+    base = ("--model=protonet_omniglot", "--output=unused")
+    assert _parse(export_command, *base).feature_branches == 1
+    assert _parse(export_command, *base, "--feature_branches=2").feature_branches == 2
+    assert "--tensorflow_inter_op_parallelism=2" in _parse(export_command, *base)[
+        "feature_branches"].help
+    with pytest.raises(flags.IllegalFlagValueError, match="feature_branches"):
+        _parse(export_command, *base, "--feature_branches=0")
+    with pytest.raises(flags.IllegalFlagValueError, match="goes with --format=saved_model"):
+        _parse(export_command, *base, "--format=tflite", "--feature_branches=2")
+    assert _parse(benchmark_command).feature_branches == 1
+    parsed = _parse(benchmark_command, "--model=a", "--model=b", "--measure=serving",
+                    "--intra_op_threads=1", "--inter_op_threads=2", "--feature_branches=2")
+    for command in benchmark_command.child_commands(["a", "b"], parsed):
+        assert "--feature_branches=2" in command

@@ -229,6 +229,77 @@ def test_signatures_hold_the_weights_as_constants(metric_model, episode, exporte
         assert np.abs(constant - variable).max() <= bound, signature
 
 
+@pytest.fixture(scope="module")
+def branched(metric_model, tmp_path_factory):
+    """The metric model exported with its images embedded in two branches."""
+    name, model = metric_model
+    return export_saved_model(model, tmp_path_factory.mktemp("branched") / name,
+                              feature_branches=2)
+
+
+def test_feature_branches_serve_the_one_batch_answers(metric_model, episode, exported,
+                                                      branched):
+    """The SavedModel exported with feature_branches=2 answers as the one with 1: on the
+    5-way 1-shot one-query request, on the smallest request the contract allows (2 classes,
+    one support image each, one query: branches of 1 and 2 images), and through the cached
+    pair (encode_support of 2 images, classify_encoded of 1 query image: the first branch
+    empty).
+
+    Tolerance: per image, both graphs run the same operations on the same values (in
+    inference every backbone layer computes each image on its own; batch norm uses its
+    moving statistics, folded into the convolutions), and the head after the features is
+    the same ops on tensors of the same shapes. What can differ is the convolutions' order
+    of summation, since oneDNN may pick another kernel or blocking for a batch of 3 than for
+    one of 6. That is two float32 evaluations of the features that differ by at most the
+    sum of their forward round-off bounds, propagated to the logits: `logits_bound` without
+    the head's round-off, as for constant against variable weights above (it is derived
+    from the weights and pixels, not from a measured difference)."""
+    name, model = metric_model
+    one, two = (tf.saved_model.load(str(path)).signatures for path in (exported, branched))
+    smallest = {"support_images": episode["support_images"][:2],
+                "support_labels": np.array([1, 0], np.int32),
+                "query_images": episode["query_images"]}
+    for request in (episode, smallest):
+        bound = probability_bound(logits_bound(model, name, request, head_round_off=False))
+        expected, answer = (_numpy(s["serving_default"](**request)) for s in (one, two))
+        assert answer["probabilities"].shape == expected["probabilities"].shape
+        assert np.abs(answer["probabilities"] - expected["probabilities"]).max() <= bound
+        np.testing.assert_array_equal(answer["classes"], expected["classes"])
+        support = {k: request[k] for k in ("support_images", "support_labels")}
+        codes = [s["encode_support"](**support) for s in (one, two)]
+        assert all(sorted(code) == sorted(model.code_ranks) for code in codes)
+        cached = [_numpy(s["classify_encoded"](query_images=request["query_images"], **code))
+                  for s, code in zip((one, two), codes)]
+        assert np.abs(cached[1]["probabilities"] - cached[0]["probabilities"]).max() <= bound
+        np.testing.assert_array_equal(cached[1]["classes"], cached[0]["classes"])
+    # The same in Keras, with more branches than images (empty chunks), then back to one.
+    bound = logits_bound(model, name, smallest, head_round_off=False)
+    support = {k: smallest[k] for k in ("support_images", "support_labels")}
+    code = model.encode_support(support)
+    with model.branched_features(4):
+        logits = model(smallest).numpy()
+        branched_code = model.encode_support(support)
+        cached = model.classify_encoded(branched_code, smallest["query_images"]).numpy()
+    assert model.feature_branches == 1
+    assert (np.abs(logits - model(smallest).numpy()) <= bound).all()
+    assert (np.abs(cached - model.classify_encoded(code, smallest["query_images"]).numpy())
+            <= bound).all()
+
+
+def test_feature_branches_refuse_training(metric_model, episode):
+    """Batch norm in training normalises with the whole batch's statistics: branches are
+    refused there (before any weight or statistic moves), and a count below 1 anywhere."""
+    name, model = metric_model
+    with model.branched_features(2):
+        with pytest.raises(ValueError, match="feature_branches=2 is for inference only"):
+            model(episode, training=True)
+    assert model.feature_branches == 1
+    for count in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="feature_branches must be a whole number >= 1"):
+            with model.branched_features(count):
+                pass
+
+
 def test_cached_support_batched_and_several_queries(metric_model, rng, make_episode):
     name, model = metric_model
     batch, _ = make_episode(3, [1, 2, 1], 2, rng, batch=2)

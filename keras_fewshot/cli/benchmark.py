@@ -10,6 +10,8 @@ class, and with one query; for the metric models one query against a stored supp
 for ProtoNet, when torch is importable, an eager PyTorch ProtoNet with the same weights doing
 the same, timed alternately, as ratios), the training
 input pipeline alone (steps' worth of input per second, as `fit` reads it), and peak memory.
+--feature_branches=2 exports the metric models' SavedModel with their images embedded as two
+branches (keras_fewshot.export), to measure with --intra_op_threads=1 --inter_op_threads=2.
 Fixed-N models (MAML family) are measured on their own N instead of 20-way; regression
 models (sinusoid) by one meta-step of their training configuration; sequence models (mann,
 sequence_lstm) on their training batch of sequences and on one sequence of their training
@@ -63,6 +65,12 @@ def define_flags(flag_values):
                          "default).", **fv)
     flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow ops run at once (0: TF's "
                          "default).", **fv)
+    flags.DEFINE_integer("feature_branches", 1, "--measure=serving: export the metric models "
+                         "(ProtoNet, Matching, Siamese, Relation) with their images embedded as "
+                         "this many independent branches (keras_fewshot.export's "
+                         "feature_branches); measure it with --intra_op_threads=1 "
+                         "--inter_op_threads=2. The other models are exported as they are "
+                         "(their serving rows say feature_branches 1).", lower_bound=1, **fv)
     flags.DEFINE_bool("jit_compile", False, "Compile the training step with XLA.", **fv)
     flags.DEFINE_enum("dtype_policy", "float32", list(training.DTYPE_POLICIES),
                       "Keras dtype policy of the models (mixed_bfloat16: bf16 compute).", **fv)
@@ -101,14 +109,16 @@ def measure_zoo_model(name):
         rows += [benchmark.inference_ms(model, kind.unit, shape, inputs, FLAGS.repeats)
                  for shape, inputs in kind.test_inputs(model, config, data)]
     if "serving" in FLAGS.measure:
+        branches = (FLAGS.feature_branches if export.supports_feature_branches(model) else 1)
         with tempfile.TemporaryDirectory() as tmp:
-            path = export.export_saved_model(model, f"{tmp}/model")
-            rows += [benchmark.serving_ms(path, kind.unit, shape, inputs, 5 * FLAGS.repeats)
+            path = export.export_saved_model(model, f"{tmp}/model", feature_branches=branches)
+            rows += [{**benchmark.serving_ms(path, kind.unit, shape, inputs, 5 * FLAGS.repeats),
+                      "feature_branches": branches}
                      for shape, inputs in kind.request_inputs(model, config, data)]
             if set(export.SUPPORT_INPUTS) <= set(kind.serving_inputs):  # a support set served
                 rows += benchmark.support_set_serving_rows(
                     model, path, data, 5 * FLAGS.repeats,
-                    threads_seconds=min(10.0, FLAGS.repeats / 6))
+                    threads_seconds=min(10.0, FLAGS.repeats / 6), feature_branches=branches)
     if "train" in FLAGS.measure:
         rows.append(benchmark.train_step_ms(model, config, train_data, FLAGS.repeats,
                                             jit_compile=FLAGS.jit_compile))
@@ -131,8 +141,8 @@ def main(argv):
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     keras.config.set_dtype_policy(FLAGS.dtype_policy)
-    print(json.dumps({**benchmark.environment(), "jit_compile": FLAGS.jit_compile}),
-          flush=True)
+    print(json.dumps({**benchmark.environment(), "jit_compile": FLAGS.jit_compile,
+                      "feature_branches": FLAGS.feature_branches}), flush=True)
     if FLAGS.meta_config:
         config = training.TrainConfig.from_dict(FLAGS.meta_config)
         data = (benchmark.synthetic_data(config, config.seed) if FLAGS.synthetic_data

@@ -12,7 +12,14 @@ embedding only.
 
 One implementation serves both paths: `classify` (the episode contract) embeds support and
 query in one pass, then calls the same `support_code` and `code_logits` as the cached path.
+
+At inference a metric model can embed its images in `feature_branches` independent branches
+(`embed_in_branches`, used by `metric_features` on every path): an opt-in for serving, set
+for a trace with `branched_features` (the export's `feature_branches`).
 """
+
+import contextlib
+import numbers
 
 import tensorflow as tf
 
@@ -40,6 +47,51 @@ def validate_images(name, images):
         return tf.identity(images), batched
 
 
+def check_feature_branches(branches):
+    """`branches` as an int, or ValueError unless it is a whole number >= 1."""
+    if (isinstance(branches, bool) or not isinstance(branches, numbers.Integral)
+            or branches < 1):
+        raise ValueError(f"feature_branches must be a whole number >= 1 (1: one batch), got "
+                         f"{branches!r}")
+    return int(branches)
+
+
+def embed_in_branches(embed, pixels, branches=1, training=False):
+    """`embed(pixels, training=training)` computed as `branches` contiguous chunks of the image
+    batch [M, ...], each through `embed` on its own, the results concatenated back in order
+    (branches=1: one pass, the default). The chunks split M as evenly as it allows, at run
+    time: M may be smaller than `branches` (a request of one image), and an empty chunk
+    gives an empty result.
+
+    Why: a small request (the 5-way 1-shot one-query request is 6 images) keeps a core
+    waiting. Two chunks are two independent branches of the graph, so TensorFlow's inter-op
+    scheduler can run them on two cores at once, each op on one thread; that pays when the
+    process runs with intra-op threads 1 and inter-op threads 2, and costs a little with the
+    default threads, hence opt-in. In inference mode every layer of the backbones computes
+    each image on its own (batch norm uses its moving statistics), so the answers are the
+    one-pass ones up to the round-off of kernels picked for another batch size. Training is
+    refused: batch norm's batch statistics need the whole batch."""
+    branches = check_feature_branches(branches)
+    if branches == 1:
+        return embed(pixels, training=training)
+    if training:
+        raise ValueError(f"feature_branches={branches} is for inference only (training=False):"
+                         " in training, batch norm normalises with the statistics of the whole "
+                         "batch, which branches would split")
+    count = tf.shape(pixels)[0]
+    bounds = [count * i // branches for i in range(branches + 1)]
+    chunks = []
+    for start, end in zip(bounds[:-2], bounds[1:-1]):
+        # An empty chunk (fewer images than branches) embeds one image and keeps none of it:
+        # TensorFlow's oneDNN convolution fails on a batch of 0 (it passes its input on).
+        # The last chunk is never empty when the batch is not.
+        first = tf.minimum(start, tf.maximum(count - 1, 0))
+        stop = tf.minimum(tf.maximum(end, first + 1), count)
+        chunks.append(embed(pixels[first:stop], training=False)[:end - start])
+    chunks.append(embed(pixels[bounds[-2]:], training=False))
+    return tf.concat(chunks, axis=0)
+
+
 class MetricClassifier(EpisodicClassifier):
     """An episodic classifier whose support set reduces to a code that queries are scored
     against. Subclasses implement `features` (preprocessed pixels -> embeddings or maps),
@@ -47,6 +99,7 @@ class MetricClassifier(EpisodicClassifier):
     unbatched)."""
 
     code_ranks = {}
+    feature_branches = 1  # `embed_in_branches`; set for a trace with `branched_features`
 
     def features(self, pixels, training=False):
         """Preprocessed pixels [M, s, s, C] -> features [M, ...] (the backbone's)."""
@@ -55,8 +108,24 @@ class MetricClassifier(EpisodicClassifier):
     def metric_features(self, pixels, training=False):
         """`features` in float32, whatever the backbone computes in (bf16 under
         `mixed_bfloat16`): codes, distances and logits are float32, so a stored code is
-        float32 and a bf16 backbone serves the same signatures."""
-        return tf.cast(self.features(pixels, training=training), tf.float32)
+        float32 and a bf16 backbone serves the same signatures. Embedded in
+        `self.feature_branches` branches (`embed_in_branches`)."""
+        return tf.cast(embed_in_branches(self.features, pixels, self.feature_branches,
+                                         training), tf.float32)
+
+    @contextlib.contextmanager
+    def branched_features(self, branches):
+        """Within the block, this model embeds its images in `branches` branches
+        (`embed_in_branches`; inference only) on every path: the episode, `encode_support`,
+        `classify_encoded`. Meant around a trace (export); it sets an attribute of the model,
+        so other threads calling the model meanwhile would see it too."""
+        branches = check_feature_branches(branches)
+        previous = self.feature_branches
+        self.feature_branches = branches
+        try:
+            yield self
+        finally:
+            self.feature_branches = previous
 
     def support_code(self, support_features, support_labels, num_classes, training=False):
         """Support features [B, S, ...], labels [B, S], N -> code dict (batched)."""
