@@ -229,6 +229,14 @@ def test_signatures_hold_the_weights_as_constants(metric_model, episode, exporte
         assert np.abs(constant - variable).max() <= bound, signature
 
 
+def _same_classes_where_decided(answer, expected, bound):
+    """The two answers' classes agree on every query whose top two probabilities in
+    `expected` are more than 2 * `bound` apart (closer ones may swap within round-off)."""
+    top2 = np.sort(expected["probabilities"], axis=-1)[..., -2:]
+    decided = top2[..., 1] - top2[..., 0] > 2 * bound
+    np.testing.assert_array_equal(answer["classes"][decided], expected["classes"][decided])
+
+
 @pytest.fixture(scope="module")
 def branched(metric_model, tmp_path_factory):
     """The metric model exported with its images embedded in two branches."""
@@ -264,14 +272,14 @@ def test_feature_branches_serve_the_one_batch_answers(metric_model, episode, exp
         expected, answer = (_numpy(s["serving_default"](**request)) for s in (one, two))
         assert answer["probabilities"].shape == expected["probabilities"].shape
         assert np.abs(answer["probabilities"] - expected["probabilities"]).max() <= bound
-        np.testing.assert_array_equal(answer["classes"], expected["classes"])
+        _same_classes_where_decided(answer, expected, bound)
         support = {k: request[k] for k in ("support_images", "support_labels")}
         codes = [s["encode_support"](**support) for s in (one, two)]
         assert all(sorted(code) == sorted(model.code_ranks) for code in codes)
         cached = [_numpy(s["classify_encoded"](query_images=request["query_images"], **code))
                   for s, code in zip((one, two), codes)]
         assert np.abs(cached[1]["probabilities"] - cached[0]["probabilities"]).max() <= bound
-        np.testing.assert_array_equal(cached[1]["classes"], cached[0]["classes"])
+        _same_classes_where_decided(cached[1], cached[0], bound)
     # The same in Keras, with more branches than images (empty chunks), then back to one.
     bound = logits_bound(model, name, smallest, head_round_off=False)
     support = {k: smallest[k] for k in ("support_images", "support_labels")}
