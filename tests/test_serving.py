@@ -250,8 +250,8 @@ def test_feature_branches_serve_the_one_batch_answers(metric_model, episode, exp
     """The SavedModel exported with feature_branches=2 answers as the one with 1: on the
     5-way 1-shot one-query request, on the smallest request the contract allows (2 classes,
     one support image each, one query: branches of 1 and 2 images), and through the cached
-    pair (encode_support of 2 images, classify_encoded of 1 query image: the first branch
-    empty).
+    pair (encode_support of 2 images, classify_encoded of 1 query image: fewer images than
+    branches, one pass).
 
     Tolerance: per image, both graphs run the same operations on the same values (in
     inference every backbone layer computes each image on its own; batch norm uses its

@@ -60,8 +60,7 @@ def embed_in_branches(embed, pixels, branches=1, training=False):
     """`embed(pixels, training=training)` computed as `branches` contiguous chunks of the image
     batch [M, ...], each through `embed` on its own, the results concatenated back in order
     (branches=1: one pass, the default). The chunks split M as evenly as it allows, at run
-    time: M may be smaller than `branches` (a request of one image), and an empty chunk
-    gives an empty result.
+    time; with fewer images than branches (a request of one image) it is one pass.
 
     Why: a small request (the 5-way 1-shot one-query request is 6 images) keeps a core
     waiting. Two chunks are two independent branches of the graph, so TensorFlow's inter-op
@@ -79,17 +78,15 @@ def embed_in_branches(embed, pixels, branches=1, training=False):
                          " in training, batch norm normalises with the statistics of the whole "
                          "batch, which branches would split")
     count = tf.shape(pixels)[0]
-    bounds = [count * i // branches for i in range(branches + 1)]
-    chunks = []
-    for start, end in zip(bounds[:-2], bounds[1:-1]):
-        # An empty chunk (fewer images than branches) embeds one image and keeps none of it:
-        # TensorFlow's oneDNN convolution fails on a batch of 0 (it passes its input on).
-        # The last chunk is never empty when the batch is not.
-        first = tf.minimum(start, tf.maximum(count - 1, 0))
-        stop = tf.minimum(tf.maximum(end, first + 1), count)
-        chunks.append(embed(pixels[first:stop], training=False)[:end - start])
-    chunks.append(embed(pixels[bounds[-2]:], training=False))
-    return tf.concat(chunks, axis=0)
+
+    def branched():
+        bounds = [count * i // branches for i in range(branches + 1)]
+        return tf.concat([embed(pixels[start:end], training=False)
+                          for start, end in zip(bounds[:-1], bounds[1:])], axis=0)
+
+    # Fewer images than branches (a cached query of one image): one pass, so no chunk is
+    # empty (oneDNN's convolution fails on a batch of 0) and no image is embedded twice.
+    return tf.cond(count >= branches, branched, lambda: embed(pixels, training=False))
 
 
 class MetricClassifier(EpisodicClassifier):
