@@ -35,7 +35,7 @@ from keras_fewshot.training.checkpoints import atomic_save_weights
 from keras_fewshot.training.command import train_command
 from keras_fewshot.training.files import write_text_durably
 from keras_fewshot.training.history import history_rows
-from keras_fewshot.training.run_dir import checkpoints_of
+from keras_fewshot.training.run_dir import checkpoint_of_step, checkpoints_of, listed
 
 HISTORY_FILE = "history.csv"
 OMNIGLOT_DATA_DIR = "../shared/data/omniglot"  # the --data_dir of the zoo's train commands
@@ -115,38 +115,23 @@ def _final_weights(model_dir, config):
     if steps and steps[-1] < last:
         raise FileNotFoundError(f"{model_dir} has not finished: its newest checkpoint is at "
                                 f"step {steps[-1]} of {last}; release a step "
-                                f"(checkpoints: {_listed(steps)})")
+                                f"(checkpoints: {listed(steps)})")
     path = model_dir / training.WEIGHTS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {model_dir} holds no finished run; "
-                                f"release a step (checkpoints: {_listed(steps)})")
+                                f"release a step (checkpoints: {listed(steps)})")
     return path
 
 
 def _checkpoint(model_dir, config, step):
-    """The checkpoint of `step`, verified by its sha256; ValueError for a step outside the
-    run or a damaged checkpoint, FileNotFoundError listing the steps there are."""
+    """The checkpoint of `step` (`checkpoint_of_step`), refused for a run whose learning rate
+    anneals over all its steps (a shorter train command would not give these weights)."""
     last = config.steps
-    if not 0 < step <= last:
-        raise ValueError(f"step {step} is outside the run in {model_dir}: its "
-                         f"{config.episodes} episodes are steps 1 to {last}")
-    if step < last and config.lr_schedule == "linear":
+    if 0 < step < last and config.lr_schedule == "linear":
         raise ValueError(f"{model_dir} anneals its learning rate to 0 over all {last} steps: "
                          f"a train command of {step} steps would anneal faster and not give "
                          "these weights; release the finished run")
-    checkpoints = checkpoints_of(model_dir)
-    path = checkpoints.path(step)
-    if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint of step {step} in {checkpoints.directory} "
-                                f"(checkpoints: {_listed(checkpoints.steps())})")
-    if not checkpoints.verify(path):  # DamagedCheckpointError (a ValueError) when damaged
-        logger.warning("%s carries no sha256 (written before checkpoints had one): released "
-                       "without an integrity check", path)
-    return path
-
-
-def _listed(steps):
-    return ", ".join(map(str, steps)) or "none"
+    return checkpoint_of_step(model_dir, config, step)
 
 
 def _history_until(path, epochs):

@@ -191,6 +191,21 @@ def entry_of_another_model(folder):
     (folder / training.CONFIG_FILE).write_text(json.dumps({**config, "model": "matching"}))
 
 
+def test_a_run_loads_at_each_kept_checkpoint_verified(run_dir, tmp_path):
+    """model_from_dir(step=...): what `--model_dir=... --step=N` evaluates, classifies or
+    exports."""
+    by_step = {step: training.model_from_dir(run_dir, step=step).get_weights()
+               for step in (2, 4, 6)}
+    for step, weights in by_step.items():
+        assert_same_weights(weights, model_weights(run_dir / "checkpoints"
+                                                   / f"ckpt-{step}.weights.h5"))
+    assert not np.array_equal(by_step[2][0], by_step[6][0])  # trained between them
+    with pytest.raises(FileNotFoundError, match="No checkpoint of step 3 .*checkpoints: 2, 4, 6"):
+        training.model_from_dir(run_dir, step=3)
+    with pytest.raises(ValueError, match=f"ckpt-{STEP}.weights.h5 is damaged"):
+        training.model_from_dir(damage_checkpoint(run_dir, tmp_path), step=STEP)
+
+
 # (id, release's arguments from (run_dir, tmp_path), a change to the existing entry, error)
 REFUSALS = [
     ("no checkpoint", lambda run, tmp: (run, {"step": 3}), None,

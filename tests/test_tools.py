@@ -300,6 +300,15 @@ def test_a_model_dir_that_is_a_file_is_refused_before_loading(tmp_path):
             parse(command, f"--model_dir={a_file}")
 
 
+def test_a_checkpoint_step_goes_with_a_training_directory(tmp_path):
+    for command in (evaluate_command, classify_command):
+        with pytest.raises(flags.IllegalFlagValueError, match="--step goes with --model_dir"):
+            parse(command, "--model=protonet_omniglot", "--step=400")
+        assert parse(command, f"--model_dir={tmp_path}", "--step=400").step == 400
+    with pytest.raises(flags.IllegalFlagValueError, match="--step=0"):
+        parse(evaluate_command, f"--model_dir={tmp_path}", "--step=0")
+
+
 def test_evaluate_refuses_a_malformed_setting():
     for setting in ("5x", "x1", "5x0", "five"):
         with pytest.raises(flags.IllegalFlagValueError, match="each --setting is NxK"):

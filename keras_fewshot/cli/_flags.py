@@ -107,14 +107,25 @@ def define_model_flags(flag_values):
         "model_dir", lambda path: path is None or os.path.isdir(path),
         message="is not a directory (a training directory holding config.json)",
         flag_values=flag_values)
+    flags.DEFINE_integer("step", None, "With --model_dir: the weights of the checkpoint of this "
+                         "optimizer step (sha256-checked; a run keeps its newest three) instead "
+                         "of the final or newest ones, e.g. to read a run's learning curve.",
+                         lower_bound=1, flag_values=flag_values)
+    flags.register_multi_flags_validator(
+        ["step", "model_dir"], lambda values: values["step"] is None or values["model_dir"],
+        message="--step goes with --model_dir: it picks a checkpoint of a training directory",
+        flag_values=flag_values)
 
 
 def load_model():
     """The model chosen by --model (zoo, hash-checked) or --model_dir (hash-checked when it
-    holds a metadata.json), built with --dtype_policy."""
+    holds a metadata.json; --step: that checkpoint, checked by its sha256), built with
+    --dtype_policy."""
     with training.using_dtype_policy(flags.FLAGS.dtype_policy):
         if flags.FLAGS.model:
             return zoo.load(flags.FLAGS.model)
+        if flags.FLAGS.step is not None:
+            return training.model_from_dir(flags.FLAGS.model_dir, step=flags.FLAGS.step)
         return zoo.load(pathlib.Path(flags.FLAGS.model_dir))
 
 

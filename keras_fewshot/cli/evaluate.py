@@ -3,6 +3,7 @@
     keras-fewshot evaluate --model=protonet_omniglot --data_dir=../shared/data/omniglot
     keras-fewshot evaluate --model=protonet_omniglot --dataset=folder:my_characters
     keras-fewshot evaluate --model=maml_sinusoid --plot=adaptation.png
+    keras-fewshot evaluate --model_dir=runs/mine --step=2000 --episodes=200  # a checkpoint
 
 (`python tools/evaluate.py ...` in a clone.) Omniglot models are measured by their protocol,
 fixed-N models (MAML family) in their own N's settings by default; a model trained on a

@@ -1,5 +1,6 @@
 """What loading a training directory needs: its config, its final weights (else the newest
-intact checkpoint's), and a check that the weights belong to the model the config describes.
+intact checkpoint's, or a chosen step's), and a check that the weights belong to the model
+the config describes.
 
 A training directory holds config.json, checkpoints/, history.csv, logs/ and
 model.weights.h5 (see `keras_fewshot.training`).
@@ -26,14 +27,41 @@ def checkpoints_of(model_dir) -> Checkpoints:
     return Checkpoints(pathlib.Path(model_dir) / CHECKPOINTS_DIR)
 
 
-def model_from_dir(model_dir) -> keras.Model:
-    """The model a training directory describes, with its final (else newest intact
-    checkpoint's) weights; logs which file they came from (a run still training moves on)."""
+def checkpoint_of_step(model_dir, config: TrainConfig, step) -> pathlib.Path:
+    """The checkpoint of optimizer step `step` of the run in `model_dir`, verified by its
+    sha256: ValueError for a step outside the run's `config` or a damaged checkpoint,
+    FileNotFoundError listing the steps there are (the newest three are kept)."""
+    last = config.steps
+    if not 0 < step <= last:
+        raise ValueError(f"step {step} is outside the run in {model_dir}: its "
+                         f"{config.episodes} episodes are steps 1 to {last}")
+    checkpoints = checkpoints_of(model_dir)
+    path = checkpoints.path(step)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint of step {step} in {checkpoints.directory} "
+                                f"(checkpoints: {listed(checkpoints.steps())})")
+    if not checkpoints.verify(path):  # DamagedCheckpointError (a ValueError) when damaged
+        logger.warning("%s carries no sha256 (written before checkpoints had one): loaded "
+                       "without an integrity check", path)
+    return path
+
+
+def listed(steps):
+    """Checkpoint steps as a phrase for a message."""
+    return ", ".join(map(str, steps)) or "none"
+
+
+def model_from_dir(model_dir, step=None) -> keras.Model:
+    """The model a training directory describes, with the weights of checkpoint `step`
+    (verified) or, by default, its final (else newest intact checkpoint's) weights; logs which
+    file they came from (a run still training moves on)."""
     model_dir = pathlib.Path(model_dir)
     config = read_config(model_dir)
     model = build_model(config.model, config.model_config)
     weights = model_dir / WEIGHTS_FILE
-    if not weights.is_file():
+    if step is not None:
+        weights = checkpoint_of_step(model_dir, config, step)
+    elif not weights.is_file():
         weights = checkpoints_of(model_dir).restore_point()
         if weights is None:
             raise FileNotFoundError(f"{model_dir} has neither {WEIGHTS_FILE} nor a checkpoint")
