@@ -24,7 +24,6 @@ import csv
 import dataclasses
 import io
 import json
-import logging
 import pathlib
 import shlex
 
@@ -39,8 +38,6 @@ from keras_fewshot.training.run_dir import checkpoint_of_step, checkpoints_of, l
 
 HISTORY_FILE = "history.csv"
 OMNIGLOT_DATA_DIR = "../shared/data/omniglot"  # the --data_dir of the zoo's train commands
-
-logger = logging.getLogger(__name__)
 
 
 def release(model_dir, output_dir, *, step=None, description=None, protocol=None,
