@@ -9,7 +9,9 @@ checkpoints, becomes a zoo folder (see `keras_fewshot.zoo` for the format).
                        (step x episodes_per_step)
     history.csv        the run's history.csv up to that step
     metadata.json      description, protocol, the sha256 of config.json and the weights, and
-                       the command that trains exactly this config
+                       the commands that train exactly this config, in order: a run that
+                       starts from another run (--init_from) follows that run's command(s)
+                       (`_train_commands`)
 
 and returns the entry (`zoo.read_entry`). Everything is checked before the first file is
 written: a release that is refused (ValueError or FileNotFoundError naming the problem)
@@ -72,7 +74,7 @@ def release(model_dir, output_dir, *, step=None, description=None, protocol=None
     training.load_weights(model, weights, config)  # ValueError: not this model's weights
     history = _history_until(model_dir / HISTORY_FILE,
                              released.episodes // config.episodes_per_epoch)
-    commands = _train_commands(released, output_dir, existing, data_dir)
+    commands, released = _train_commands(released, output_dir, existing, data_dir)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_save_weights(model, output_dir / training.WEIGHTS_FILE)
@@ -146,14 +148,80 @@ def _history_until(path, epochs):
 
 
 def _train_commands(config, output_dir, existing, data_dir):
-    """The entry's train_commands: the command that trains `config` into runs/<entry name>
-    (re-releasing: into the existing last command's --model_dir), after the existing
-    entry's earlier phases when `config` starts from another run."""
-    earlier, model_dir = [], f"runs/{output_dir.resolve().name}"
-    if existing:
-        *phases, last = existing.train_commands
-        model_dir = next((word.split("=", 1)[1] for word in shlex.split(last)
-                          if word.startswith("--model_dir=")), model_dir)
-        if config.init_from or config.embedding_from:
-            earlier = phases
-    return [*earlier, train_command(config, model_dir, data_dir)]
+    """(the entry's train_commands, `config` with the --init_from they give it).
+
+    Going back along --init_from from `config`: a start in the entry's own folder (the
+    release being replaced) or in an existing command's --model_dir ends the walk after those
+    existing commands; a training directory that is not a zoo entry is a run of its own,
+    finished (`_final_weights`: init_from read its final weights), and the walk goes on from
+    its start; anything else (another zoo entry, a folder not here) is left as written.
+
+    A walk through a training directory or the entry itself is a chain to run from scratch:
+    its runs train into runs/<entry>_<command number>, each starting from the command before
+    (--init_from rewritten to that one's --model_dir); re-releasing such a chain (the same
+    commands but for the last one's --episodes) replaces it. Otherwise the one run trains
+    into the existing last command's --model_dir (re-releasing), else runs/<entry>, else
+    runs/<entry>_<command number>: the first that no earlier command writes.
+    """
+    name = output_dir.resolve().name
+    commands = list(existing.train_commands) if existing else []
+    written = [_model_dir_of(command) for command in commands]
+    runs, visited, earlier, chained = [config], [], [], False
+    while start := runs[-1].init_from:
+        if pathlib.Path(start).resolve() == output_dir.resolve():
+            earlier, chained = commands, True
+            break
+        if start in written:
+            earlier = commands[:written.index(start) + 1]
+            break
+        if not _is_training_directory(start):
+            break
+        if pathlib.Path(start).resolve() in visited:
+            raise ValueError(f"The runs' --init_from go round in a circle through {start}")
+        visited.append(pathlib.Path(start).resolve())
+        start_config = training.read_config(start)
+        _final_weights(pathlib.Path(start), start_config)
+        runs.append(start_config)
+        chained = True
+    runs.reverse()
+    if not chained:
+        used = written[:len(earlier)]
+        model_dir = next(candidate for candidate in (
+            *written[-1:], f"runs/{name}", f"runs/{name}_{len(used) + 1}") if candidate not in used)
+        return [*earlier, train_command(config, model_dir, data_dir)], config
+
+    def chain_after(before):
+        lines, previous = [], _model_dir_of(before[-1]) if before else None
+        for run in runs:
+            model_dir = f"runs/{name}_{len(before) + len(lines) + 1}"
+            if previous:
+                run = dataclasses.replace(run, init_from=previous)
+            lines.append(train_command(run, model_dir, data_dir))
+            previous = model_dir
+        return lines, run
+
+    before = len(commands) - len(runs)
+    if earlier is commands and before > 0:  # from the entry: is it a release of this chain?
+        lines = chain_after(commands[:before])[0]
+        if [_without_episodes(line) for line in lines] == [
+                _without_episodes(line) for line in commands[before:]]:
+            earlier = commands[:before]
+    lines, released = chain_after(earlier)
+    return [*earlier, *lines], released
+
+
+def _is_training_directory(path):
+    path = pathlib.Path(path)
+    return ((path / training.CONFIG_FILE).is_file()
+            and not (path / zoo.METADATA_FILE).is_file())
+
+
+def _without_episodes(command):
+    """A train command without its --episodes (a re-release may be at another step)."""
+    return " ".join(word for word in command.split(" ") if not word.startswith("--episodes="))
+
+
+def _model_dir_of(command):
+    """The --model_dir of a `python tools/train.py ...` line (None: it names none)."""
+    return next((word.split("=", 1)[1] for word in shlex.split(command)
+                 if word.startswith("--model_dir=")), None)

@@ -149,6 +149,51 @@ def test_re_releasing_a_fine_tuned_run_keeps_the_phase_it_starts_from(
     assert command.startswith("python tools/train.py --model_dir=runs/phase2 ")
 
 
+def test_a_run_continuing_the_entry_through_another_run_is_released_as_a_chain(
+        released, run_dir, tmp_path, train_config_of):
+    """The entry (its command: phase 1) -> run A from the entry -> run B from A, released at a
+    step: phase 1, then A and B as commands that run from scratch, each starting from the
+    one before; re-releasing B replaces its own command only; a run that starts from B
+    follows it; an unfinished A is refused with nothing written."""
+    folder = shutil.copytree(released.directory, tmp_path / "zoo" / NAME)
+    (first,) = released.train_commands
+    run_a = copy_run(run_dir, tmp_path / "a", init_from=str(folder), seed=4)
+    changes_b = {"init_from": str(run_a), "seed": 5, "learning_rate": 1e-4}
+    run_b = copy_run(run_dir, tmp_path / "b", **changes_b)
+
+    (run_a / training.WEIGHTS_FILE).rename(tmp_path / "a_final")  # A unfinished
+    before = snapshot(folder)
+    with pytest.raises(FileNotFoundError, match="holds no finished run"):
+        release.release(run_b, folder, step=STEP)
+    assert snapshot(folder) == before
+    (tmp_path / "a_final").rename(run_a / training.WEIGHTS_FILE)
+
+    entry = release.release(run_b, folder, step=STEP)
+    phase_1, a, b = entry.train_commands
+    assert phase_1 == first and _model_dir_of(first) == f"runs/{NAME}"
+    assert a.startswith(f"python tools/train.py --model_dir=runs/{NAME}_2 ")
+    assert train_config_of(a) == dataclasses.replace(RUN, init_from=f"runs/{NAME}", seed=4)
+    assert b.startswith(f"python tools/train.py --model_dir=runs/{NAME}_3 ")
+    assert train_config_of(b) == training.read_config(folder) == dataclasses.replace(
+        RUN, **{**changes_b, "init_from": f"runs/{NAME}_2"},
+        episodes=STEP * RUN.episodes_per_step)
+    assert_same_weights(keras_fewshot.load(folder).get_weights(),
+                        model_weights(run_b / "checkpoints" / f"ckpt-{STEP}.weights.h5"))
+
+    chain = release.release(run_b, folder).train_commands  # B finished: B's command replaced
+    assert chain[:2] == (first, a) and len(chain) == 3 and "--episodes=12 " in chain[2]
+    run_c = copy_run(run_dir, tmp_path / "c", init_from=str(folder), seed=6)
+    *kept, c = release.release(run_c, folder).train_commands
+    assert tuple(kept) == chain
+    assert c.startswith(f"python tools/train.py --model_dir=runs/{NAME}_4 ")
+    assert train_config_of(c) == dataclasses.replace(RUN, init_from=f"runs/{NAME}_3", seed=6)
+
+
+def _model_dir_of(command):
+    return next(word.split("=", 1)[1] for word in command.split(" ")
+                if word.startswith("--model_dir="))
+
+
 def test_the_release_tool_writes_the_entry_and_names_the_author_s_next_steps(
         released, run_dir, run_python, tmp_path):
     folder = tmp_path / "zoo" / NAME
@@ -171,7 +216,7 @@ def test_a_corrupted_weights_byte_is_refused_by_load(released, tmp_path):
 
 
 def copy_run(run_dir, tmp_path, **config_changes):
-    """A copy of the run, its config.json changed by `config_changes`."""
+    """A copy of the run in tmp_path/run, its config.json changed by `config_changes`."""
     copy = shutil.copytree(run_dir, tmp_path / "run")
     training.write_config(copy, dataclasses.replace(RUN, **config_changes))
     return copy
