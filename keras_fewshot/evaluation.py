@@ -98,7 +98,9 @@ def takes_colour(model):
 def evaluation_data(dataset=OMNIGLOT, protocol="vinyals", split=None, subset=None, source=None,
                     image_size=28, channels=None, keep_channels=False):
     """(data, name, within_group, protocol) to test a model on: an Omniglot protocol's
-    classes (and the protocol, whose settings are the default); or the `subset` of another
+    classes (and the protocol, whose settings are the default; `subset` measures the same
+    episodes on another subset of the protocol's split, e.g. the training classes, named
+    "<protocol> <subset>"); or the `subset` of another
     dataset's class `split` (default: every class; subset default: its "test" classes, or
     all), protocol None. A natural-image benchmark is measured by its own protocol (its
     split, "test" classes unless `subset` says otherwise). `keep_channels`: folder and TFDS
@@ -113,9 +115,11 @@ def evaluation_data(dataset=OMNIGLOT, protocol="vinyals", split=None, subset=Non
             raise ValueError(f"Unknown Omniglot protocol {protocol!r}; expected one of "
                              f"{sorted(OMNIGLOT_PROTOCOLS)}")
         spec = PROTOCOLS[protocol]
-        data = load_split(spec["split"], spec["subset"], source=source, image_size=image_size,
+        subset = subset or spec["subset"]
+        data = load_split(spec["split"], subset, source=source, image_size=image_size,
                           drawers=spec.get("drawers", False))
-        return data, protocol, spec["within_group"], protocol
+        name = protocol if subset == spec["subset"] else f"{protocol} {subset}"
+        return data, name, spec["within_group"], protocol
     split = split or "all"
     subset = subset or evaluation_subset(split)
     data = load_dataset(dataset, split, subset, source, image_size, channels,

@@ -250,6 +250,26 @@ def test_evaluation_data_of_a_class_split(folder_dataset):
     assert data.num_classes + train.num_classes == 7
 
 
+def test_an_omniglot_protocol_measures_another_subset_of_its_split(omniglot_dir):
+    """--subset with an Omniglot protocol: the same protocol on that subset's classes (e.g. the
+    training classes), named apart from the protocol's own; an unknown subset is refused."""
+    test, name, within_group, protocol = evaluation.evaluation_data(
+        "omniglot", "vinyals", source=omniglot_dir)
+    assert (name, within_group, protocol) == ("vinyals", False, "vinyals")
+    train, name, _, protocol = evaluation.evaluation_data(
+        "omniglot", "vinyals", subset="trainval", source=omniglot_dir)
+    assert (name, protocol) == ("vinyals trainval", "vinyals")
+    # Vinyals et al.: 1200 training and 423 test characters, each in 4 rotations
+    assert (train.num_classes, test.num_classes) == (4 * 1200, 4 * 423)
+    background, name, within_group, _ = evaluation.evaluation_data(
+        "omniglot", "lake", subset="background", source=omniglot_dir)
+    assert (name, within_group) == ("lake background", True)
+    assert background.num_classes == 964  # Lake et al.'s 30 background alphabets' characters
+    with pytest.raises(ValueError, match="Unknown Vinyals subset 'training'"):
+        evaluation.evaluation_data("omniglot", "vinyals", subset="training",
+                                   source=omniglot_dir)
+
+
 def test_first_episode_is_the_first_of_the_evaluated_stream(vinyals_test, sample_episodes):
     inputs, query_labels = first_episode(vinyals_test, 5, 2, 3, seed=SEED)
     (expected, expected_labels), = sample_episodes(vinyals_test, 5, 2, 3, 1, seed=SEED)

@@ -37,7 +37,10 @@ def define_flags(flag_values):
     flags.DEFINE_string("split", None, "Class split of a folder or TFDS dataset: all, "
                         "random:train=0.8,test=0.2[,seed=N] or lists:DIR; default: the model's "
                         "own on its dataset, else all.", **fv)
-    flags.DEFINE_string("subset", None, "Subset of that split; default: test (or all).", **fv)
+    flags.DEFINE_string("subset", None, "Subset of that split; default: test (or all). With an "
+                        "Omniglot protocol: another subset of the protocol's split to measure "
+                        "its episodes on, e.g. trainval (vinyals) or background (lake) for the "
+                        "training classes.", **fv)
     flags.DEFINE_enum("channels", None, ["1", "3"], "Convert images of a folder or TFDS "
                       "dataset to 1 or 3 channels (default: as the run did on its own dataset, "
                       "else as in the files, which must agree).", **fv)
