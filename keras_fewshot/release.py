@@ -148,17 +148,18 @@ def _history_until(path, epochs):
 
 
 def _train_commands(config, output_dir, existing, data_dir):
-    """(the entry's train_commands, `config` with the --init_from they give it).
+    """(the entry's train_commands, `config` with the start they give it).
 
-    Going back along --init_from from `config`: a start in the entry's own folder (the
-    release being replaced) or in an existing command's --model_dir ends the walk after those
-    existing commands; a training directory that is not a zoo entry is a run of its own,
-    finished (`_final_weights`: init_from read its final weights), and the walk goes on from
-    its start; anything else (another zoo entry, a folder not here) is left as written.
+    Going back along the runs' starts (--init_from, or --embedding_from) from `config`: a
+    start in the entry's own folder (the release being replaced) or in an existing command's
+    --model_dir ends the walk after those existing commands; a training directory that is
+    not a zoo entry is a run of its own, finished (`_final_weights`: the start read its final
+    weights), and the walk goes on from its start; anything else (another zoo entry, a
+    folder not here) is left as written.
 
     A walk through a training directory or the entry itself is a chain to run from scratch:
     its runs train into runs/<entry>_<command number>, each starting from the command before
-    (--init_from rewritten to that one's --model_dir); re-releasing such a chain (the same
+    (its start rewritten to that one's --model_dir); re-releasing such a chain (the same
     commands but for the last one's --episodes) replaces it. Otherwise the one run trains
     into the existing last command's --model_dir (re-releasing), else runs/<entry>, else
     runs/<entry>_<command number>: the first that no earlier command writes.
@@ -167,7 +168,7 @@ def _train_commands(config, output_dir, existing, data_dir):
     commands = list(existing.train_commands) if existing else []
     written = [_model_dir_of(command) for command in commands]
     runs, visited, earlier, chained = [config], [], [], False
-    while start := runs[-1].init_from:
+    while start := _start_of(runs[-1])[1]:
         if pathlib.Path(start).resolve() == output_dir.resolve():
             earlier, chained = commands, True
             break
@@ -195,7 +196,7 @@ def _train_commands(config, output_dir, existing, data_dir):
         for run in runs:
             model_dir = f"runs/{name}_{len(before) + len(lines) + 1}"
             if previous:
-                run = dataclasses.replace(run, init_from=previous)
+                run = dataclasses.replace(run, **{_start_of(run)[0]: previous})
             lines.append(train_command(run, model_dir, data_dir))
             previous = model_dir
         return lines, run
@@ -208,6 +209,13 @@ def _train_commands(config, output_dir, existing, data_dir):
             earlier = commands[:before]
     lines, released = chain_after(earlier)
     return [*earlier, *lines], released
+
+
+def _start_of(config):
+    """(field, value) of the run a config starts from: init_from or embedding_from (they are
+    exclusive), else ("init_from", "")."""
+    field = "embedding_from" if config.embedding_from else "init_from"
+    return field, getattr(config, field)
 
 
 def _is_training_directory(path):

@@ -133,7 +133,8 @@ def test_re_releasing_the_finished_run_keeps_the_entry_s_description_and_paper(
 def test_re_releasing_a_fine_tuned_run_keeps_the_phase_it_starts_from(
         released, run_dir, tmp_path, train_config_of):
     """The released command trains into the entry's last --model_dir, after the earlier
-    phases when the run starts from another (init_from); else it is the only command."""
+    phases when the run starts from one of them (init_from or embedding_from); else it is
+    the only command."""
     folder = shutil.copytree(released.directory, tmp_path / NAME)
     first = "python tools/train.py --model_dir=runs/phase1 --episodes=500"
     metadata = json.loads((folder / zoo.METADATA_FILE).read_text())
@@ -145,6 +146,10 @@ def test_re_releasing_a_fine_tuned_run_keeps_the_phase_it_starts_from(
     assert entry.train_commands[1].startswith("python tools/train.py --model_dir=runs/phase2 ")
     assert train_config_of(entry.train_commands[1]) == training.read_config(folder)
     assert training.read_config(folder).init_from == "runs/phase1"
+    embedded = release.release(copy_run(run_dir, tmp_path / "embedding",
+                                        embedding_from="runs/phase1"), folder, step=STEP)
+    assert embedded.train_commands[0] == first
+    assert train_config_of(embedded.train_commands[1]).embedding_from == "runs/phase1"
     (command,) = release.release(run_dir, folder, step=STEP).train_commands
     assert command.startswith("python tools/train.py --model_dir=runs/phase2 ")
 
