@@ -177,9 +177,10 @@ def _train_commands(config, output_dir, existing, data_dir):
             break
         if not _is_training_directory(start):
             break
-        if pathlib.Path(start).resolve() in visited:
-            raise ValueError(f"The runs' --init_from go round in a circle through {start}")
-        visited.append(pathlib.Path(start).resolve())
+        if (where := pathlib.Path(start).resolve()) in visited:
+            raise ValueError(f"The runs' starts (--init_from, --embedding_from) go round in a "
+                             f"circle through {start}")
+        visited.append(where)
         start_config = training.read_config(start)
         _final_weights(pathlib.Path(start), start_config)
         runs.append(start_config)
