@@ -23,6 +23,8 @@ for k = 1..instances.
 Any other labelled images (`evaluate_data`; a folder or TFDS dataset by `evaluation_data`):
 the Vinyals settings that the model can do and the data can fill, or the settings asked for
 (sequence models: accuracy by instance on their classes).
+Episodic classifiers may also be measured with test-time distortion averaging
+(`test_distortions`, Koch et al. 2015, sec. 4.1), reported beside the plain number.
 """
 
 from keras_fewshot.data import benchmarks, load_dataset, load_split
@@ -31,7 +33,7 @@ from keras_fewshot.data.datasets import (NATURAL, OMNIGLOT, benchmark_split,
 from keras_fewshot.data.labelled import LabelledImages
 from keras_fewshot.models import MODELS
 from keras_fewshot.tasks import TASK_KINDS
-from keras_fewshot.tasks.episodes import own_settings
+from keras_fewshot.tasks.episodes import averaged_name, own_settings
 
 OMNIGLOT_PROTOCOLS = {
     "vinyals": {"split": "vinyals", "subset": "test", "within_group": False,
@@ -65,7 +67,7 @@ def default_settings(model, protocol):
 
 
 def evaluate(model, protocol="vinyals", episodes=1000, queries=None, seed=0, data_source=None,
-             image_size=28, settings=None, episodes_per_batch=10, verbose=1):
+             image_size=28, settings=None, episodes_per_batch=10, verbose=1, test_distortions=0):
     """Rows {"protocol", "ways", "shots", "queries", "episodes", "accuracy", "ci95"}.
 
     Accuracy and ci95 are fractions. Episodes are a function of `seed` alone, so the same
@@ -76,7 +78,7 @@ def evaluate(model, protocol="vinyals", episodes=1000, queries=None, seed=0, dat
     `tasks.regression.evaluate_sinusoid`'s rows ("sinusoid" protocol; settings are (K,)
     tuples, `episodes` counts tasks); a sequence model gives
     `tasks.sequences.evaluate_sequences`' rows on the protocol's classes (`episodes` counts
-    sequences).
+    sequences). test_distortions: as `evaluate_data`'s.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; expected one of {sorted(PROTOCOLS)}")
@@ -87,7 +89,7 @@ def evaluate(model, protocol="vinyals", episodes=1000, queries=None, seed=0, dat
         data, name, within_group, protocol = evaluation_data(
             OMNIGLOT, protocol, source=data_source, image_size=image_size)
     return evaluate_data(model, data, name, settings, episodes, queries, seed, within_group,
-                         episodes_per_batch, verbose, protocol)
+                         episodes_per_batch, verbose, protocol, test_distortions)
 
 
 def takes_colour(model):
@@ -128,7 +130,8 @@ def evaluation_data(dataset=OMNIGLOT, protocol="vinyals", split=None, subset=Non
 
 
 def evaluate_data(model, data: LabelledImages, name, settings=None, episodes=1000, queries=15,
-                  seed=0, within_group=False, episodes_per_batch=10, verbose=1, protocol=None):
+                  seed=0, within_group=False, episodes_per_batch=10, verbose=1, protocol=None,
+                  test_distortions=0):
     """Rows as `evaluate`'s ("protocol": `name`) on episodes of any labelled images (None:
     a generated protocol's tasks), as the model's task kind measures it.
 
@@ -137,10 +140,30 @@ def evaluate_data(model, data: LabelledImages, name, settings=None, episodes=100
     the Vinyals settings that the model can do and the data can fill (at least one must).
     A sequence model gives `tasks.sequences.evaluate_sequences`' rows instead (`episodes`
     counts sequences).
+    test_distortions: N > 0 (episodic classifiers only) classifies each episode N + 1 times,
+    as is and with every image under its own random Koch et al. (2015, sec. 4.1) affine
+    distortion drawn from (seed, episode, view), and takes each query's class from its mean
+    softmax (`tasks.episodes.Episodes.evaluate`); rows then say "test_distortions": N. Not
+    transductive: each view is classified as the plain episode is, in inference mode from
+    its support set, and the averaging is per query, so it adds no dependence between
+    queries. Report it beside the plain number.
     """
+    check_test_distortions(model, test_distortions)
     return model.task_kind.evaluate(model, data, name, protocol,
                                     PROTOCOLS[protocol or "vinyals"], settings, episodes,
-                                    queries, seed, within_group, episodes_per_batch, verbose)
+                                    queries, seed, within_group, episodes_per_batch, verbose,
+                                    test_distortions)
+
+
+def check_test_distortions(model, test_distortions):
+    """ValueError unless `test_distortions` is 0, or > 0 for an episodic classifier."""
+    if test_distortions < 0:
+        raise ValueError(f"test_distortions must be 0 or more (distorted views averaged per "
+                         f"episode), got {test_distortions}")
+    if test_distortions and not model.task_kind.distortion_averaging:
+        raise ValueError(f"test_distortions={test_distortions}: test-time distortions apply "
+                         f"to episodic classifiers; {type(model).__name__} is measured on "
+                         f"{model.task_kind.name}")
 
 
 def _ordinal(k):
@@ -168,7 +191,8 @@ def sequence_markdown_table(rows, instances=PAPER_INSTANCES):
 
 def markdown_table(rows):
     """The accuracy (or, for regression rows, mean-squared error) table as Markdown;
-    sequence rows give accuracy by instance (`sequence_markdown_table`)."""
+    sequence rows give accuracy by instance (`sequence_markdown_table`). Rows of averaged
+    test distortions are named so: "lake_runs, 8 test distortions averaged"."""
     if rows and "instance" in rows[0]:
         return sequence_markdown_table(rows)
     if rows and "mse" in rows[0]:
@@ -179,7 +203,8 @@ def markdown_table(rows):
     lines = ["| protocol | setting | episodes | accuracy (%) | 95% CI |",
              "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['protocol']} | {r['ways']}-way {r['shots']}-shot | {r['episodes']} "
+        lines.append(f"| {averaged_name(r['protocol'], r.get('test_distortions', 0))} "
+                     f"| {r['ways']}-way {r['shots']}-shot | {r['episodes']} "
                      f"| {100 * r['accuracy']:.2f} | ± {100 * r['ci95']:.2f} |")
     return "\n".join(lines)
 

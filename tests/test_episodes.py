@@ -288,3 +288,16 @@ def test_distorted_episodes_are_deterministic_and_resume(paper):
     batched = episodes(paper, 3, 1, 2, 4, seed=8, distort=True, batch_size=2)
     np.testing.assert_array_equal(batched[1][0]["query_images"],
                                   np.stack([e["query_images"] for e, _ in whole[2:4]]))
+
+
+def test_test_views_are_the_plain_episode_and_distortions_of_it(paper):
+    """views=N: the plain episode, then its distorted views 1..N; view 1 is the training
+    distortion (`distort=True`) of the same episode, so the training streams did not move."""
+    views = episodes(paper, 3, 1, 2, 2, seed=8, views=2)
+    plain = episodes(paper, 3, 1, 2, 2, seed=8)
+    warped = episodes(paper, 3, 1, 2, 2, seed=8, distort=True)
+    _assert_streams_equal([(v[0], q) for v, q in views], plain)
+    _assert_streams_equal([(v[1], q) for v, q in views], warped)
+    assert _streams_differ([(v[2], q) for v, q in views], warped)
+    with pytest.raises(ValueError, match="give one of them"):
+        episode_dataset(*paper, 3, 1, 2, distort=True, views=2)

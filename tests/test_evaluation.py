@@ -5,12 +5,15 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_fewshot
 from keras_fewshot import evaluation
-from keras_fewshot.data import episode_dataset, load_split
-from keras_fewshot.models import PrototypicalNetwork
-from keras_fewshot.tasks.episodes import episode_accuracies, first_episode
+from keras_fewshot.data import LabelledImages, episode_dataset, load_split
+from keras_fewshot.data.distortions import koch_distort
+from keras_fewshot.models import PrototypicalNetwork, build_model
+from keras_fewshot.tasks import PAIRS
+from keras_fewshot.tasks.episodes import episode_accuracies, first_episode, mean_probabilities
 from keras_fewshot.tasks.measures import mean_and_ci95
 
 EPISODES, QUERIES, SEED = 4, 5, 21
@@ -191,6 +194,117 @@ def test_lake_runs_refuse_tfds_and_models_that_cannot_run_them(model, omniglot_d
                             data_source=omniglot_dir, verbose=0)
 
 
+# --- Test-time distortion averaging (Koch et al. 2015, sec. 4.1) --------------------------------
+
+VIEWS = 3  # distorted views per episode
+AVERAGED = dict(settings=[(3, 1)], episodes=EPISODES, queries=2, seed=SEED, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def noise():
+    """LabelledImages: 6 classes x 4 random-pixel 28x28 images (an untrained model is unsure
+    of them, so averaging views changes some of its answers)."""
+    rng = np.random.default_rng(6)
+    return LabelledImages(rng.integers(0, 256, (24, 28, 28, 1), np.uint8),
+                          np.repeat(np.arange(6, dtype=np.int32), 4),
+                          tuple(f"class{c}" for c in range(6)), np.zeros(6, np.int32))
+
+
+@pytest.fixture(scope="module")
+def averaged_rows(model, noise):
+    return evaluation.evaluate_data(model, noise, "noise", test_distortions=VIEWS, **AVERAGED)
+
+
+def koch_views(episode, seed, index, views):
+    """[the episode, its views 1..views]: view v distorted here with koch_distort, drawn from
+    stateless_fold_in([seed, episode index], v) split in two (support, query)."""
+    out = [episode]
+    for view in range(1, views + 1):
+        support_seed, query_seed = tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(tf.constant([seed, index], tf.int64),
+                                                     view), 2)
+        out.append({**episode,
+                    "support_images": koch_distort(episode["support_images"],
+                                                   support_seed).numpy(),
+                    "query_images": koch_distort(episode["query_images"], query_seed).numpy()})
+    return out
+
+
+def numpy_averaged(model, data, views, softmax, ways=3, shots=1, queries=2, episodes=EPISODES):
+    """(per-episode accuracies, [episodes, Q, N] probabilities): each query's softmax averaged
+    in numpy over one-episode model calls on its plain episode and `koch_views`."""
+    stream = episode_dataset(data.images, data.labels, ways, shots, queries, seed=SEED,
+                             num_episodes=episodes).as_numpy_iterator()
+    accuracies, probabilities = [], []
+    for index, (episode, query_labels) in enumerate(stream):
+        mean = np.mean([softmax(model(view).numpy().astype(np.float64))
+                        for view in koch_views(episode, SEED, index, views)], axis=0)
+        accuracies.append(np.mean(mean.argmax(-1) == query_labels))
+        probabilities.append(mean)
+    return np.array(accuracies), np.stack(probabilities)
+
+
+def test_no_test_distortions_is_the_plain_evaluation(model, noise):
+    plain = evaluation.evaluate_data(model, noise, "noise", **AVERAGED)
+    assert evaluation.evaluate_data(model, noise, "noise", test_distortions=0,
+                                    **AVERAGED) == plain
+    assert "test_distortions" not in plain[0]
+
+
+def test_test_distortions_average_the_views_softmax_as_numpy_does(model, noise, averaged_rows,
+                                                                  np_softmax):
+    (row,) = averaged_rows
+    (plain,) = evaluation.evaluate_data(model, noise, "noise", **AVERAGED)
+    assert {k: v for k, v in row.items() if k not in ("accuracy", "ci95")} == {
+        **{k: v for k, v in plain.items() if k not in ("accuracy", "ci95")},
+        "test_distortions": VIEWS}
+    expected, probabilities = numpy_averaged(model, noise, VIEWS, np_softmax)
+    unaveraged, _ = numpy_averaged(model, noise, 0, np_softmax)
+    assert expected.tolist() != unaveraged.tolist()  # the check below can tell them apart
+    assert plain["accuracy"] == pytest.approx(unaveraged.mean(), abs=1e-6)
+    mean, ci95 = mean_and_ci95(expected)
+    assert row["accuracy"] == pytest.approx(mean, abs=1e-6)
+    assert row["ci95"] == pytest.approx(ci95, abs=1e-6)
+    # the averaged probabilities themselves, batched as evaluate takes them
+    (views, _), = episode_dataset(noise.images, noise.labels, 3, 1, 2, seed=SEED,
+                                  num_episodes=EPISODES, batch_size=EPISODES,
+                                  views=VIEWS).as_numpy_iterator()
+    np.testing.assert_allclose(mean_probabilities(model, views), probabilities, atol=1e-5)
+
+
+def test_test_distortions_are_deterministic_and_really_distort(model, noise, averaged_rows):
+    assert averaged_rows == evaluation.evaluate_data(model, noise, "noise",
+                                                     test_distortions=VIEWS, **AVERAGED)
+    stream = episode_dataset(noise.images, noise.labels, 3, 1, 2, seed=SEED, num_episodes=2,
+                             views=VIEWS)
+    for index, (views, _) in enumerate(stream.as_numpy_iterator()):
+        plain, *distorted = views
+        expected = koch_views(plain, SEED, index, VIEWS)
+        for view, want in zip(views, expected):
+            for key in want:
+                np.testing.assert_array_equal(view[key], want[key])
+        for one in distorted:
+            np.testing.assert_array_equal(one["support_labels"], plain["support_labels"])
+            for key in ("support_images", "query_images"):
+                assert not np.array_equal(one[key], plain[key])
+        assert not np.array_equal(distorted[0]["query_images"], distorted[1]["query_images"])
+
+
+def test_test_distortions_refuse_a_negative_count_and_other_kinds(model, noise):
+    with pytest.raises(ValueError, match="test_distortions must be 0 or more.*got -1"):
+        evaluation.evaluate_data(model, noise, "noise", test_distortions=-1, **AVERAGED)
+    sequence_model = build_model("sequence_lstm", {"classes": 3, "units": 8})
+    with pytest.raises(ValueError, match="test_distortions=2: test-time distortions apply to "
+                                         "episodic classifiers; .* measured on sequences"):
+        evaluation.evaluate_data(sequence_model, noise, "noise", episodes=1, verbose=0,
+                                 test_distortions=2)
+    with pytest.raises(ValueError, match="apply to episodic classifiers; .* measured on "
+                                         "regression_tasks"):
+        evaluation.evaluate(build_model("maml_regressor", {"hidden_units": [8]}), "sinusoid",
+                            episodes=1, test_distortions=2)
+    assert PAIRS.distortion_averaging  # the Siamese verifier classifies episodes too
+
+
 def test_unknown_protocol(model):
     with pytest.raises(ValueError, match="Unknown protocol 'imagenet'"):
         evaluation.evaluate(model, "imagenet", episodes=1)
@@ -207,6 +321,9 @@ def test_markdown_table():
         "| vinyals | 5-way 1-shot | 4 | 50.00 | ± 1.23 |",
         "| lake | 20-way 1-shot | 1000 | 98.77 | ± 0.10 |",
     ]
+    averaged = {**rows[1], "protocol": "lake_runs", "test_distortions": 8}
+    assert evaluation.markdown_table([averaged]).splitlines()[-1] == (
+        "| lake_runs, 8 test distortions averaged | 20-way 1-shot | 1000 | 98.77 | ± 0.10 |")
 
 
 # --- Your own data -----------------------------------------------------------------------------

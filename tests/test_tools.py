@@ -317,6 +317,13 @@ def test_evaluate_refuses_a_malformed_setting():
         "5x1", "10"]
 
 
+def test_evaluate_takes_a_count_of_test_distortions():
+    assert parse(evaluate_command, "--model=m").test_distortions == 0
+    assert parse(evaluate_command, "--model=m", "--test_distortions=8").test_distortions == 8
+    with pytest.raises(flags.IllegalFlagValueError, match="--test_distortions=-1"):
+        parse(evaluate_command, "--model=m", "--test_distortions=-1")
+
+
 def test_classify_refuses_an_absurd_image_size():
     for size in (100000, 0):
         with pytest.raises(flags.IllegalFlagValueError,

@@ -11,7 +11,8 @@ folder or TFDS dataset by the test classes of its class split; --dataset measure
 data (every class, unless --split/--subset say otherwise). Regression models (protocol
 "sinusoid") give mean-squared errors after 1, 5 and 10 inner steps; sequence models accuracy
 by instance. --plot pictures the first test episode (sinusoid: a few adapted curves;
-sequence models: accuracy by instance).
+sequence models: accuracy by instance). --test_distortions=N averages each query's
+probabilities over the episode and N distorted copies of it (episodic classifiers).
 """
 
 import json
@@ -57,6 +58,11 @@ def define_flags(flag_values):
                          "only number it takes; sinusoid: query points per task, default "
                          "100).", **fv)
     flags.DEFINE_integer("seed", 0, "Seed of the test episodes.", **fv)
+    flags.DEFINE_integer("test_distortions", 0, "Episodic classifiers: classify each episode "
+                         "also under N random Koch et al. (2015) affine distortions of every "
+                         "image and average the N + 1 softmaxes per query (test-time "
+                         "distortion averaging; report it beside the plain number).",
+                         lower_bound=0, **fv)
     flags.DEFINE_multi_string("setting", None, "N-way K-shot settings as NxK (e.g. 5x1; "
                               "sinusoid: K, e.g. 10); default: the protocol's standard settings "
                               "that the model can do (and, for other data, that the data "
@@ -95,7 +101,8 @@ def main(argv):
     queries = FLAGS.queries or evaluation.PROTOCOLS.get(protocol, {}).get("queries", 15)
     episodes = FLAGS.episodes or evaluation.protocol_episodes(protocol)
     rows = evaluation.evaluate_data(model, data, name, settings, episodes, queries, FLAGS.seed,
-                                    within_group, verbose=verbose, protocol=protocol)
+                                    within_group, verbose=verbose, protocol=protocol,
+                                    test_distortions=FLAGS.test_distortions)
     print(evaluation.markdown_table(rows))
     if FLAGS.output_json:
         pathlib.Path(FLAGS.output_json).write_text(json.dumps(rows, indent=2) + "\n")

@@ -12,7 +12,8 @@ random order, support and query each in random order. Elements follow the episod
 Given each image's drawer, episodes are Lake et al.'s (2015) one-shot runs instead: one
 drawer's image of each class as support, another drawer's as query (1-shot, 1 query).
 `distort=True` gives every image of an episode its own Koch et al. (2015) affine distortion
-(training augmentation), drawn from (seed, i) as the rest of the episode.
+(training augmentation), drawn from (seed, i) as the rest of the episode; `views=N` gives
+each episode together with N distorted views of it (test-time distortion averaging).
 """
 
 import functools
@@ -155,9 +156,20 @@ def _sample_drawer_indices(spec: EpisodeSpec, seed, table):
     return _shuffled(index[:, 0], labels, seeds[3]), _shuffled(index[:, 1], labels, seeds[4])
 
 
+def distorted_view(episode, episode_seed, view):
+    """The episode's distortion `view` (1, 2, ...): every support and query image under its
+    own random affine map of Koch, Zemel & Salakhutdinov (2015, sec. 4.1; `koch_distort`),
+    drawn from stateless_fold_in(episode_seed, view), apart from the sampling's seeds.
+    episode_seed: [seed, i] of episode i. Training's `distort` is view 1."""
+    seeds = tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(episode_seed, view), 2)
+    return {**episode, "support_images": koch_distort(episode["support_images"], seeds[0]),
+            "query_images": koch_distort(episode["query_images"], seeds[1])}
+
+
 def episode_dataset(images, labels, ways, shots, queries, *, groups=None, drawers=None,
                     seed=0, start=0, num_episodes=None, batch_size=None,
-                    distort=False) -> tf.data.Dataset:
+                    distort=False, views=0) -> tf.data.Dataset:
     """Episodes from labelled images already at model resolution (uint8 [M, H, W, C]).
 
     Args:
@@ -173,7 +185,12 @@ def episode_dataset(images, labels, ways, shots, queries, *, groups=None, drawer
       num_episodes: length of the stream; None for endless.
       batch_size: if given, stack this many episodes per element ([B, ...] tensors).
       distort: Koch et al.'s random affine distortion of every image (training only).
+      views: N > 0: each element's inputs are a tuple of N + 1 episodes, the plain one and
+        its `distorted_view`s 1..N (test-time distortion averaging; not with `distort`).
     """
+    if distort and views:
+        raise ValueError("distort warps the episodes themselves; views adds distorted views "
+                         "of plain ones: give one of them")
     if int(queries) < 1:
         raise ValueError(f"queries must be at least 1, got {queries}")
     if drawers is not None and (int(shots), int(queries)) != (1, 1):
@@ -191,13 +208,14 @@ def episode_dataset(images, labels, ways, shots, queries, *, groups=None, drawer
     def make(i):
         episode_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(i, tf.int64)])
         (s_idx, s_lab), (q_idx, q_lab) = sample(spec, episode_seed)
-        support, query = tf.gather(sorted_images, s_idx), tf.gather(sorted_images, q_idx)
-        if distort:  # seeds apart from the sampling's: the classes and examples stay the same
-            seeds = tf.random.experimental.stateless_split(
-                tf.random.experimental.stateless_fold_in(episode_seed, 1), 2)
-            support, query = koch_distort(support, seeds[0]), koch_distort(query, seeds[1])
-        return {"support_images": support, "support_labels": s_lab,
-                "query_images": query}, q_lab
+        episode = {"support_images": tf.gather(sorted_images, s_idx), "support_labels": s_lab,
+                   "query_images": tf.gather(sorted_images, q_idx)}
+        if distort:  # the classes and examples stay the same
+            episode = distorted_view(episode, episode_seed, 1)
+        if views:
+            episode = (episode, *(distorted_view(episode, episode_seed, view)
+                                  for view in range(1, views + 1)))
+        return episode, q_lab
 
     ds = indices.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if batch_size:

@@ -19,12 +19,29 @@ EPISODE_INPUTS = {"support_images": (tf.uint8, [None] * 4, "[S, H, W, C]"),
                   "query_images": (tf.uint8, [None] * 4, "[Q, H, W, C]")}
 
 
+def mean_probabilities(model, views):
+    """[..., Q, N]: each query's softmax class probabilities averaged over the views of its
+    episode (a tuple of batched episodes, `episode_dataset(..., views=N)`'s), each view
+    classified on its own in inference mode."""
+    return tf.add_n([tf.nn.softmax(tf.cast(model(view, training=False), tf.float32))
+                     for view in views]) / len(views)
+
+
+def averaged_name(name, test_distortions=0):
+    """`name` of rows measured with `test_distortions` views averaged, as tables show it:
+    e.g. "lake_runs, 8 test distortions averaged" (`name` itself for 0)."""
+    return f"{name}, {test_distortions} test distortions averaged" if test_distortions else name
+
+
 def episode_accuracies(model, dataset, episodes, verbose=1):
-    """Per-episode query accuracy of `model` over a dataset of batched episodes."""
+    """Per-episode query accuracy of `model` over a dataset of batched episodes, or of
+    tuples of views of them (scored by `mean_probabilities`)."""
 
     @tf.function(reduce_retracing=True)
     def accuracy(inputs, query_labels):
-        right = hits(model(inputs, training=False), query_labels)
+        scores = (mean_probabilities(model, inputs) if isinstance(inputs, tuple)
+                  else model(inputs, training=False))
+        right = hits(scores, query_labels)
         return tf.reduce_mean(tf.cast(right, tf.float32), axis=-1)
 
     # The mean so far is passed as a stateful value: Progbar's own averaging of per-batch
@@ -86,6 +103,7 @@ class Episodes(TaskKind):
 
     name = "episodes"
     serving_inputs = EPISODE_INPUTS
+    distortion_averaging = True
 
     def training_stream(self, config, model, data, start=0):
         if data is None:
@@ -103,13 +121,22 @@ class Episodes(TaskKind):
                                 what=f"{config.dataset} {config.split}/{config.subset}")
 
     def evaluate(self, model, data, name, protocol, spec, settings=None, episodes=1000,
-                 queries=15, seed=0, within_group=False, episodes_per_batch=10, verbose=1):
+                 queries=15, seed=0, within_group=False, episodes_per_batch=10, verbose=1,
+                 test_distortions=0):
         """Rows {"protocol": `name`, "ways", "shots", "queries", "episodes", "accuracy",
         "ci95"} (fractions). settings: (ways, shots) pairs, each of which must fit the data
         (else ValueError naming the problem); None: those of the protocol the model can do,
         or without a protocol, the Vinyals ones it can do and the data can fill. Data with
         drawers (the lake_runs protocol's) gives one-shot runs: support by one drawer,
-        queries by another."""
+        queries by another.
+
+        test_distortions: N > 0 classifies each episode as is and in N distorted views
+        (`data.episodes.distorted_view`: Koch et al. 2015, sec. 4.1), each query by its mean
+        softmax over the N + 1 (`mean_probabilities`); rows then also say
+        "test_distortions": N. Not transductive: each view is classified as the plain
+        episode is (inference mode, from its own support set) and the averaging is per
+        query, so it makes a query's class depend on no other query (beyond what the
+        model's plain scores already do, e.g. MAML's batch norm, meta/maml.py)."""
         if settings is None:
             settings = own_settings(model, spec["settings"], protocol or "vinyals")
             if not protocol:
@@ -127,13 +154,16 @@ class Episodes(TaskKind):
             dataset = episode_dataset(
                 data.images, data.labels, ways, shots, queries,
                 groups=data.groups if within_group else None, drawers=data.drawers,
-                seed=seed, num_episodes=episodes, batch_size=batch)
+                seed=seed, num_episodes=episodes, batch_size=batch, views=test_distortions)
+            averaged = {"test_distortions": test_distortions} if test_distortions else {}
             if verbose:
-                print(f"{name}: {ways}-way {shots}-shot, {episodes} episodes")
+                print(f"{averaged_name(name, test_distortions)}: {ways}-way {shots}-shot, "
+                      f"{episodes} episodes")
             accuracy, ci95 = mean_and_ci95(episode_accuracies(model, dataset, episodes,
                                                               verbose))
             rows.append({"protocol": name, "ways": ways, "shots": shots, "queries": queries,
-                         "episodes": episodes, "accuracy": accuracy, "ci95": ci95})
+                         "episodes": episodes, "accuracy": accuracy, "ci95": ci95,
+                         **averaged})
         return rows
 
     def evaluation_figure(self, model, rows, label, data, name, queries=15, seed=0,

@@ -77,7 +77,8 @@ class Regression(TaskKind):
         return f"{config.shots}-shot regression tasks"
 
     def evaluate(self, model, data, name, protocol, spec, settings=None, episodes=1000,
-                 queries=15, seed=0, within_group=False, episodes_per_batch=10, verbose=1):
+                 queries=15, seed=0, within_group=False, episodes_per_batch=10, verbose=1,
+                 test_distortions=0):
         """`evaluate_sinusoid`'s rows for each K of `settings` ((K,) tuples; default the
         protocol's), `episodes` tasks each."""
         if protocol not in self.protocols:

@@ -97,7 +97,8 @@ class Sequences(TaskKind):
         return f"{config.episodes_per_step} sequences of {config.ways}x{config.instances}"
 
     def evaluate(self, model, data, name, protocol, spec, settings=None, episodes=1000,
-                 queries=15, seed=0, within_group=False, episodes_per_batch=10, verbose=1):
+                 queries=15, seed=0, within_group=False, episodes_per_batch=10, verbose=1,
+                 test_distortions=0):
         """`evaluate_sequences`' rows on sequences of the model's classes (`episodes` counts
         sequences); N-way K-shot settings are refused."""
         if settings:
