@@ -122,7 +122,7 @@ def test_each_kind_describes_a_step_and_its_global_batch():
     assert SEQUENCES.step_input(run_config(SEQUENCES)) == "2 sequences of 3x2"
     assert REGRESSION.task_shape(run_config(REGRESSION)) == "4 support + 3 query points"
     assert [kind.run_description(run_config(kind)) for kind in TASK_KINDS] == [
-        "3-way 2-shot 2-query", "6 pairs per step", "3-way 5-shot 5-query",
+        "3-way 2-shot 2-query", "6 pairs per step", "sequences of 3 classes x 2 instances",
         "4-shot regression tasks"]
     assert PAIRS.global_batch(run_config(PAIRS)) == ("pairs", 6)
     assert EPISODES.global_batch(run_config(EPISODES)) == ("episodes_per_step", 2)

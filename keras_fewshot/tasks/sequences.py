@@ -96,6 +96,9 @@ class Sequences(TaskKind):
     def step_input(self, config):
         return f"{config.episodes_per_step} sequences of {config.ways}x{config.instances}"
 
+    def run_description(self, config):
+        return f"sequences of {config.ways} classes x {config.instances} instances"
+
     def evaluate(self, model, data, name, protocol, spec, settings=None, episodes=1000,
                  queries=15, seed=0, within_group=False, episodes_per_batch=10, verbose=1,
                  test_distortions=0):
