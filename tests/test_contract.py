@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_fewshot.models import (EPISODE_KEYS, PrototypicalNetwork, build_model, dummy_episode,
                                   validate_episode)
+from keras_fewshot.training import using_dtype_policy
 
 CONTRACT_ERRORS = (ValueError, tf.errors.InvalidArgumentError)
 UNBATCHED_SIGNATURE = {
@@ -345,3 +346,21 @@ def test_a_list_of_scalar_tensors_in_a_traced_function(model, make_episode, rng)
     traced = tf.function(lambda *labels: model({**episode, "support_labels": list(labels)}))
     labels = [tf.constant(int(y)) for y in episode["support_labels"]]
     np.testing.assert_array_equal(traced(*labels).numpy(), expected)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_MODELS))
+def test_bf16_compute_gives_float32_logits(name, make_episode, rng):
+    """Built under mixed_bfloat16 (training's --dtype_policy), every classifier answers an
+    episode with float32 logits, and the Siamese network its pairs too (a bf16 head once
+    met the float32 one-hot of the support and failed)."""
+    with using_dtype_policy("mixed_bfloat16"):
+        keras.utils.set_random_seed(0)
+        model = build_model(name, SMALL_MODELS[name])
+    episode, _ = make_episode(3, 2, 2, rng)
+    logits = model(episode)
+    assert logits.dtype == tf.float32 and logits.shape == (6, 3)
+    assert np.isfinite(logits.numpy()).all()
+    if name == "siamese":
+        pairs = model({"first_images": episode["query_images"],
+                       "second_images": episode["query_images"][::-1]})
+        assert pairs.dtype == tf.float32 and pairs.shape == (6,)

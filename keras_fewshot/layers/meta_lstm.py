@@ -52,7 +52,9 @@ class MetaLearnerLSTM(keras.layers.Layer):
         self.forget_bias_init = float(forget_bias)
         self.input_bias_init = float(input_bias)
         self.gate_init_scale = float(gate_init_scale)
-        self.first_layer = keras.layers.LSTMCell(self.hidden_units, name="first_lstm")
+        # in this layer's dtype (sublayers take the global policy otherwise)
+        self.first_layer = keras.layers.LSTMCell(self.hidden_units, name="first_lstm",
+                                                 dtype=self.dtype_policy)
 
     def build(self, input_shape=None):
         self.first_layer.build((None, 4))  # [pre(grad), pre(loss)]

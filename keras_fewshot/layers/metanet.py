@@ -57,12 +57,15 @@ class AugmentedDense(keras.layers.Layer):
         self.activation = keras.activations.get(activation)
 
     def build(self, inputs_shape, fast_kernel_shape=None):
+        # cast by `slow_pre_activation` to this layer's compute dtype, not to its caller's
         self.kernel = self.add_weight(shape=(inputs_shape[-1], self.units),
-                                      initializer="glorot_uniform", name="kernel")
+                                      initializer="glorot_uniform", name="kernel",
+                                      autocast=False)
 
     def slow_pre_activation(self, inputs, active_units=None):
         """x W with the slow weights alone: [B, M, I] -> [B, M, O or active_units]."""
-        return tf.einsum("bmi,io->bmo", inputs, self.kernel[:, :active_units])
+        kernel = tf.cast(self.kernel[:, :active_units], self.compute_dtype)
+        return tf.einsum("bmi,io->bmo", inputs, kernel)
 
     def call(self, inputs, fast_kernel, active_units=None):
         slow = self.slow_pre_activation(inputs, active_units)
@@ -92,11 +95,13 @@ class FastWeightGenerator(keras.layers.Layer):
         self.hidden_units = int(hidden_units)
         self.hidden_layers = int(hidden_layers)
         self.p = float(p)
-        self.mlp = [keras.layers.Dense(self.hidden_units, activation="relu", name=f"hidden{i}")
+        dtype = self.dtype_policy  # this layer's (sublayers take the global policy otherwise)
+        self.mlp = [keras.layers.Dense(self.hidden_units, activation="relu", name=f"hidden{i}",
+                                       dtype=dtype)
                     for i in range(self.hidden_layers)]
         self.mlp.append(keras.layers.Dense(
             1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(0.01),
-            name="fast_weight"))
+            name="fast_weight", dtype=dtype))
 
     def build(self, gradients_shape=None):
         build_chain(self.mlp, (None, 2))
@@ -125,10 +130,11 @@ class TaskFastWeightLSTM(keras.layers.Layer):
         super().__init__(**kwargs)
         self.units = int(units)
         self.p = float(p)
-        self.lstm = keras.layers.LSTM(self.units, name="lstm")
+        dtype = self.dtype_policy  # this layer's (sublayers take the global policy otherwise)
+        self.lstm = keras.layers.LSTM(self.units, name="lstm", dtype=dtype)
         self.readout = keras.layers.Dense(
             1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-            name="fast_weight")
+            name="fast_weight", dtype=dtype)
 
     def build(self, gradients_shape=None):
         self.lstm.build((None, None, 2))

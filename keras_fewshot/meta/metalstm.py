@@ -32,6 +32,8 @@ class MetaLSTM(MAML):
     def __init__(self, learner, inner_learning_rate=0.011, train_inner_steps=5,
                  test_inner_steps=5, first_order=True, hidden_units=20, forget_bias=5.0,
                  **kwargs):
+        # float32 by default: theta, the LSTM's cell state, is the float32 weights (not bf16 casts)
+        kwargs.setdefault("dtype", "float32")
         super().__init__(learner, inner_learning_rate=inner_learning_rate,
                          train_inner_steps=train_inner_steps, test_inner_steps=test_inner_steps,
                          first_order=first_order, **kwargs)
@@ -41,7 +43,7 @@ class MetaLSTM(MAML):
         rate = self.inner_learning_rate
         self.update_rule = MetaLearnerLSTM(hidden_units, forget_bias=forget_bias,
                                            input_bias=math.log(rate / (1.0 - rate)),
-                                           name="update_rule")
+                                           name="update_rule", dtype=self.dtype_policy)
         self.update_rule.build()
 
     def adapt(self, params, x, y, steps, learning_rates=None):
@@ -65,7 +67,8 @@ class MetaLSTM(MAML):
             with tf.GradientTape() as tape:
                 tape.watch(current)
                 outputs = self.forward(unflatten(current), x)
-                loss = task_loss(self.loss, y, outputs)
+                # a float32 loss (the LSTM's input) whatever the learner computes in
+                loss = task_loss(self.loss, y, tf.cast(outputs, tf.float32))
             theta, state = self.update_rule(theta, tape.gradient(loss, current), loss, state)
         return unflatten(theta), outputs
 

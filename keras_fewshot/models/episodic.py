@@ -233,6 +233,9 @@ class EpisodicClassifier(TakesPythonLists, FromPreset, keras.Model):
         episode = validate_episode(inputs, self.fixed_ways, self.max_ways)
         logits = self.classify(episode.support_images, episode.support_labels,
                                episode.query_images, episode.num_classes, training=training)
+        # float32 logits whatever the compute dtype (bf16 under mixed_bfloat16): the
+        # softmax and the loss are taken in float32
+        logits = tf.cast(logits, tf.float32)
         return logits if episode.batched else logits[0]
 
     def classify(self, support_images, support_labels, query_images, num_classes,

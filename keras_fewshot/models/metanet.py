@@ -47,14 +47,17 @@ class MetaNetwork(ImageModelMixin, EpisodicClassifier):
         self.max_ways = int(max_ways)
         self.meta_units = int(meta_units)
         self.embedding, features = make_backbone(backbone, shape, self.filters)
-        self.key = AugmentedDense(self.key_units, name="key")                       # u
-        self.verification = SiameseL1Head(name="verification")
-        self.task_meta = TaskFastWeightLSTM(self.meta_units, name="task_meta")      # F
-        self.hidden = AugmentedDense(self.hidden_units, "relu", name="hidden")      # b
-        self.output_layer = AugmentedDense(self.max_ways, name="output")
-        self.hidden_meta = FastWeightGenerator(self.meta_units, name="hidden_meta")  # G
-        self.output_meta = FastWeightGenerator(self.meta_units, name="output_meta")
-        self.memory_read = FastWeightMemoryRead(name="memory_read")
+        # float32 whatever the policy: loss gradients in, fast weights and attention out
+        head = {"dtype": "float32"}
+        self.key = AugmentedDense(self.key_units, name="key", **head)                  # u
+        self.verification = SiameseL1Head(name="verification", **head)
+        self.task_meta = TaskFastWeightLSTM(self.meta_units, name="task_meta", **head)  # F
+        self.hidden = AugmentedDense(self.hidden_units, "relu", name="hidden", **head)  # b
+        self.output_layer = AugmentedDense(self.max_ways, name="output", **head)
+        self.hidden_meta = FastWeightGenerator(self.meta_units, name="hidden_meta",    # G
+                                               **head)
+        self.output_meta = FastWeightGenerator(self.meta_units, name="output_meta", **head)
+        self.memory_read = FastWeightMemoryRead(name="memory_read", **head)
         dim = features[-1]
         self.key.build((None, None, dim))
         self.verification.build((None, None, self.key_units))
@@ -101,6 +104,7 @@ class MetaNetwork(ImageModelMixin, EpisodicClassifier):
                  training=False):
         support, query = self.embed_episode(self.embedding, support_images, query_images,
                                             training)
+        support, query = tf.cast(support, tf.float32), tf.cast(query, tf.float32)  # as `head`
         return self.fast_weight_logits(support, support_labels, query, num_classes)
 
     def fast_weight_logits(self, support, support_labels, query, num_classes):

@@ -180,5 +180,5 @@ class MetricClassifier(EpisodicClassifier):
             pixels = self.preprocess(merge_leading(query_images))
         features = self.metric_features(pixels)
         features = tf.reshape(features, (tf.shape(query_images)[0], -1, *features.shape[1:]))
-        logits = self.code_logits(code, features)
+        logits = tf.cast(self.code_logits(code, features), tf.float32)  # as `call`'s
         return logits if batched else logits[0]

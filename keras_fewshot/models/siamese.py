@@ -66,7 +66,10 @@ class SiameseNetwork(ImageModelMixin, MetricClassifier):
             self.dense = keras.layers.Dense(self.dense_units, activation="sigmoid", name="dense")
             self.dense.build(shape)
             shape = self.dense.compute_output_shape(shape)
-        self.head = SiameseL1Head(*self.HEAD_INITIALIZERS[head_init], name="head")
+        # float32 whatever the policy: a bf16 twin's features are cast up, and the logits
+        # (pairs and episodes) are float32 as every metric model's (`metric_features`)
+        self.head = SiameseL1Head(*self.HEAD_INITIALIZERS[head_init], name="head",
+                                  dtype="float32")
         self.head.build(shape, shape)
         self.built = True
 
