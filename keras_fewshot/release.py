@@ -160,9 +160,10 @@ def _train_commands(config, output_dir, existing, data_dir):
     A walk through a training directory or the entry itself is a chain to run from scratch:
     its runs train into runs/<entry>_<command number>, each starting from the command before
     (its start rewritten to that one's --model_dir); re-releasing such a chain (the same
-    commands but for the last one's --episodes) replaces it. Otherwise the one run trains
-    into the existing last command's --model_dir (re-releasing), else runs/<entry>, else
-    runs/<entry>_<command number>: the first that no earlier command writes.
+    commands by `_run_flags`: but for the last one's --episodes) replaces it. Otherwise the
+    one run trains into the existing last command's --model_dir (re-releasing), else
+    runs/<entry>, else runs/<entry>_<command number>: the first that no earlier command
+    writes.
     """
     name = output_dir.resolve().name
     commands = list(existing.train_commands) if existing else []
@@ -205,8 +206,8 @@ def _train_commands(config, output_dir, existing, data_dir):
     before = len(commands) - len(runs)
     if earlier is commands and before > 0:  # from the entry: is it a release of this chain?
         lines = chain_after(commands[:before])[0]
-        if [_without_episodes(line) for line in lines] == [
-                _without_episodes(line) for line in commands[before:]]:
+        if [_run_flags(line) for line in lines] == [
+                _run_flags(line) for line in commands[before:]]:
             earlier = commands[:before]
     lines, released = chain_after(earlier)
     return [*earlier, *lines], released
@@ -225,9 +226,13 @@ def _is_training_directory(path):
             and not (path / zoo.METADATA_FILE).is_file())
 
 
-def _without_episodes(command):
-    """A train command without its --episodes (a re-release may be at another step)."""
-    return " ".join(word for word in command.split(" ") if not word.startswith("--episodes="))
+def _run_flags(command):
+    """The words of a train command that tell its run from another: all but its --episodes (a
+    re-release may be at another step) and its flags at TrainConfig's defaults (the commands
+    of earlier releases left those out)."""
+    defaults = shlex.split(train_command(training.TrainConfig(), model_dir=""))
+    return [word for word in shlex.split(command)
+            if word not in defaults and not word.startswith("--episodes=")]
 
 
 def _model_dir_of(command):

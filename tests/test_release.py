@@ -6,6 +6,7 @@ leaves the output folder as it was."""
 import dataclasses
 import json
 import pathlib
+import shlex
 import shutil
 
 import numpy as np
@@ -23,6 +24,12 @@ RUN = training.TrainConfig(model="protonet", model_config={"filters": 8}, subset
 STEP = 4  # released: 8 episodes, the first 2 epochs
 NAME = "tiny_protonet"
 RELEASE_TOOL = pathlib.Path(__file__).resolve().parent.parent / "tools" / "release.py"
+# The flags of RUN's train commands at TrainConfig's defaults, which releases before the
+# commands named every setting left out (--split and --subset they wrote).
+LEFT_OUT = ("--model=protonet", "--dataset=omniglot", "--norotations", "--nowithin_alphabet",
+            "--pairs=128", "--instances=10", "--nodistort", "--optimizer=adam",
+            "--learning_rate=0.001", "--lr_decay_rate=0.5", "--lr_schedule=step",
+            "--nofreeze_embedding", "--dtype_policy=float32")
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +115,16 @@ def test_the_train_command_gives_the_released_config(released, train_config_of):
                          dataset="sinusoid", queries=10, episodes_per_step=25),
 ], ids=["maml", "protonet", "siamese", "init_from", "folder", "sinusoid"])
 def test_train_command_flags_give_back_the_config(config, train_config_of):
+    """Every setting is named, defaults included (a changed default must not change the run
+    the line trains), but a start or channels that are not set."""
     line = train_command(config, "runs/x", "../shared/data/omniglot")
     assert train_config_of(line) == config
     assert ("--data_dir=" in line) == (config.dataset != "sinusoid")
+    flags = {word.split("=")[0] for word in shlex.split(line)[2:]}
+    for field in dataclasses.fields(config):
+        unset = field.name in ("init_from", "embedding_from", "channels") and not getattr(
+            config, field.name)
+        assert bool({f"--{field.name}", f"--no{field.name}"} & flags) != unset, field.name
 
 
 def test_re_releasing_the_finished_run_keeps_the_entry_s_description_and_paper(
@@ -158,7 +172,8 @@ def test_a_run_continuing_the_entry_through_another_run_is_released_as_a_chain(
         released, run_dir, tmp_path, train_config_of):
     """The entry (its command: phase 1) -> run A from the entry -> run B from A, released at a
     step: phase 1, then A and B as commands that run from scratch, each starting from the
-    one before; re-releasing B replaces its own command only; a run that starts from B
+    one before; re-releasing B replaces A's and B's commands only, also when the entry holds
+    them as earlier releases wrote them (defaults left out); a run that starts from B
     follows it; an unfinished A is refused with nothing written."""
     folder = shutil.copytree(released.directory, tmp_path / "zoo" / NAME)
     (first,) = released.train_commands
@@ -175,7 +190,7 @@ def test_a_run_continuing_the_entry_through_another_run_is_released_as_a_chain(
 
     entry = release.release(run_b, folder, step=STEP)
     phase_1, a, b = entry.train_commands
-    assert phase_1 == first and _model_dir_of(first) == f"runs/{NAME}"
+    assert phase_1 == first and first.startswith(f"python tools/train.py --model_dir=runs/{NAME} ")
     assert a.startswith(f"python tools/train.py --model_dir=runs/{NAME}_2 ")
     assert train_config_of(a) == dataclasses.replace(RUN, init_from=f"runs/{NAME}", seed=4)
     assert b.startswith(f"python tools/train.py --model_dir=runs/{NAME}_3 ")
@@ -185,18 +200,19 @@ def test_a_run_continuing_the_entry_through_another_run_is_released_as_a_chain(
     assert_same_weights(keras_fewshot.load(folder).get_weights(),
                         model_weights(run_b / "checkpoints" / f"ckpt-{STEP}.weights.h5"))
 
-    chain = release.release(run_b, folder).train_commands  # B finished: B's command replaced
-    assert chain[:2] == (first, a) and len(chain) == 3 and "--episodes=12 " in chain[2]
+    metadata = json.loads((folder / zoo.METADATA_FILE).read_text())
+    earlier_form = [" ".join(word for word in line.split(" ") if word not in LEFT_OUT)
+                    for line in entry.train_commands]
+    (folder / zoo.METADATA_FILE).write_text(json.dumps({**metadata,
+                                                        "train_commands": earlier_form}))
+    chain = release.release(run_b, folder).train_commands  # B finished: A's, B's replaced
+    assert chain[:2] == (earlier_form[0], a) and len(chain) == 3
+    assert "--episodes=12 " in chain[2]
     run_c = copy_run(run_dir, tmp_path / "c", init_from=str(folder), seed=6)
     *kept, c = release.release(run_c, folder).train_commands
     assert tuple(kept) == chain
     assert c.startswith(f"python tools/train.py --model_dir=runs/{NAME}_4 ")
     assert train_config_of(c) == dataclasses.replace(RUN, init_from=f"runs/{NAME}_3", seed=6)
-
-
-def _model_dir_of(command):
-    return next(word.split("=", 1)[1] for word in command.split(" ")
-                if word.startswith("--model_dir="))
 
 
 def test_the_release_tool_writes_the_entry_and_names_the_author_s_next_steps(

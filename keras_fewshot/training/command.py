@@ -8,23 +8,24 @@ import shlex
 from keras_fewshot.data import datasets
 from keras_fewshot.training.config import TrainConfig
 
+# Values that say a setting is not set rather than set to a default: no run to start from,
+# images' channels as in the files (--channels has no 0).
+UNSET = {"init_from": "", "embedding_from": "", "channels": 0}
+
 
 def train_command(config: TrainConfig, model_dir, data_dir=None) -> str:
     """The `python tools/train.py ...` line whose flags give exactly `config`
     (`cli.train.config_from_flags`): --model_dir, --data_dir (when given and the data set is
-    not of generated tasks), then a flag for each field that differs from TrainConfig's
-    default, --model_config as one JSON object; --split and --subset always for data with
-    classes (left out, the command decides them from --dataset). Values are quoted for the
+    not of generated tasks), then a flag for each field in the order TrainConfig defines
+    them, defaults included (the line must give the same run when a default changes), but
+    for the `UNSET` ones; --model_config as one JSON object. Values are quoted for the
     shell."""
     words = ["python", "tools/train.py", f"--model_dir={model_dir}"]
-    has_classes = config.dataset not in datasets.GENERATED
-    if data_dir and has_classes:
+    if data_dir and config.dataset not in datasets.GENERATED:
         words.append(f"--data_dir={data_dir}")
-    default = TrainConfig()
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
-        if value == getattr(default, field.name) and not (
-                has_classes and field.name in ("split", "subset")):
+        if field.name in UNSET and value == UNSET[field.name]:
             continue
         if isinstance(value, bool):
             words.append(f"--{'' if value else 'no'}{field.name}")
