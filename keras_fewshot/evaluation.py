@@ -149,10 +149,11 @@ def evaluate_data(model, data: LabelledImages, name, settings=None, episodes=100
     queries. Report it beside the plain number.
     """
     check_test_distortions(model, test_distortions)
+    averaged = {"test_distortions": test_distortions} if test_distortions else {}
     return model.task_kind.evaluate(model, data, name, protocol,
                                     PROTOCOLS[protocol or "vinyals"], settings, episodes,
                                     queries, seed, within_group, episodes_per_batch, verbose,
-                                    test_distortions)
+                                    **averaged)
 
 
 def check_test_distortions(model, test_distortions):

@@ -39,14 +39,15 @@ def png_bytes(figure, dpi=100) -> bytes:
 # --- Learning curves ---------------------------------------------------------------------------
 
 def learning_curves(logs, title=None):
-    """Training loss (and accuracy, when the runs have it) against training episodes; `logs`
-    (from `training.read_history`) are phases of one model drawn one after another (a
-    fine-tuning run continues where the run it started from ended)."""
-    with_accuracy = any(accuracy is not None for *_, accuracy in logs)
+    """Training loss (and accuracy, when the runs have it) against training episodes (or
+    what the runs' task kind counts instead, e.g. sequences); `logs` (from
+    `training.read_history`) are phases of one model drawn one after another (a fine-tuning
+    run continues where the run it started from ended)."""
+    with_accuracy = any(accuracy is not None for *_, accuracy, _ in logs)
     figure = _figure(10 if with_accuracy else 6, 3.6)
     panels = figure.subplots(1, 2 if with_accuracy else 1, squeeze=False)[0]
     offset = 0
-    for i, (label, episodes, loss, accuracy) in enumerate(logs):
+    for i, (label, episodes, loss, accuracy, _) in enumerate(logs):
         x = offset + episodes
         panels[0].plot(x, loss, marker="o", markersize=3, label=label, color=f"C{i}")
         if accuracy is not None:
@@ -55,9 +56,10 @@ def learning_curves(logs, title=None):
             for axes in panels:
                 axes.axvline(offset, color="0.6", linestyle=":", linewidth=1)
         offset = x[-1]
-    panels[0].set(xlabel="training episodes", ylabel="training loss", yscale="log")
+    xlabel = "training " + " / ".join(dict.fromkeys(units for *_, units in logs))
+    panels[0].set(xlabel=xlabel, ylabel="training loss", yscale="log")
     if with_accuracy:
-        panels[1].set(xlabel="training episodes", ylabel="training accuracy (%)")
+        panels[1].set(xlabel=xlabel, ylabel="training accuracy (%)")
     from matplotlib.ticker import EngFormatter
     for axes in panels:
         axes.grid(alpha=0.3)

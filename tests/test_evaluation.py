@@ -12,7 +12,7 @@ from keras_fewshot import evaluation
 from keras_fewshot.data import LabelledImages, episode_dataset, load_split
 from keras_fewshot.data.distortions import koch_distort
 from keras_fewshot.models import PrototypicalNetwork, build_model
-from keras_fewshot.tasks import PAIRS
+from keras_fewshot.tasks import PAIRS, REGRESSION, SEQUENCES
 from keras_fewshot.tasks.episodes import episode_accuracies, first_episode, mean_probabilities
 from keras_fewshot.tasks.measures import mean_and_ci95
 
@@ -302,6 +302,9 @@ def test_test_distortions_refuse_a_negative_count_and_other_kinds(model, noise):
                                          "regression_tasks"):
         evaluation.evaluate(build_model("maml_regressor", {"hidden_units": [8]}), "sinusoid",
                             episodes=1, test_distortions=2)
+    for kind in (SEQUENCES, REGRESSION):  # nor do their kinds take the option, to ignore it
+        with pytest.raises(TypeError, match="unexpected keyword argument 'test_distortions'"):
+            kind.evaluate(sequence_model, noise, "noise", None, {}, test_distortions=2)
     assert PAIRS.distortion_averaging  # the Siamese verifier classifies episodes too
 
 

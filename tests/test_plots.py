@@ -25,11 +25,11 @@ def test_read_history_counts_episodes_and_keeps_the_last_of_a_repeated_epoch(tmp
     path = write_log(tmp_path / "run", "", [(0, 0.5, 2.0), (1, 0.6, 1.5), (1, 0.7, 1.2),
                                             (2, 0.8, 1.0)],
                      ways=20, shots=5, queries=10, episodes_per_epoch=250, learning_rate=3e-4)
-    label, episodes, loss, accuracy = training.read_history(tmp_path / "run")  # the directory
+    label, episodes, loss, accuracy, units = training.read_history(tmp_path / "run")
     np.testing.assert_array_equal(episodes, [250, 500, 750])
     np.testing.assert_allclose(loss, [2.0, 1.2, 1.0])
     np.testing.assert_allclose(accuracy, [0.5, 0.7, 0.8])
-    assert label == "run/history.csv: 20-way 5-shot 10-query, lr 0.0003"
+    assert label == "run/history.csv: 20-way 5-shot 10-query, lr 0.0003" and units == "episodes"
     pairs = write_log(tmp_path / "pairs", "pretrain_", [(0, 0.5, 0.7)], model="siamese",
                       pairs=64, episodes_per_epoch=100)
     assert "64 pairs per step" in training.read_history(pairs)[0]
@@ -44,6 +44,7 @@ def test_learning_curves_draw_phases_one_after_another(tmp_path):
     figure = plots.learning_curves([training.read_history(first), training.read_history(second)],
                                    title="two phases")
     loss_axes, accuracy_axes = figure.axes
+    assert loss_axes.get_xlabel() == accuracy_axes.get_xlabel() == "training episodes"
     a, b = [line for line in loss_axes.get_lines() if line.get_marker() == "o"]
     np.testing.assert_array_equal(a.get_xdata(), [500, 1000])
     np.testing.assert_array_equal(b.get_xdata(), [1100, 1200, 1300])  # continues at 1000
@@ -93,8 +94,21 @@ def test_learning_curves_of_a_regression_run_have_no_accuracy_panel(tmp_path):
     write_log(folder, "", [], model="maml_regressor", dataset="sinusoid", shots=10,
               episodes_per_step=25, episodes_per_epoch=50)
     (folder / "history.csv").write_text("epoch,loss,val_loss\n0,2.5,NA\n1,1.5,NA\n")
-    label, episodes, loss, accuracy = training.read_history(folder)
+    label, episodes, loss, accuracy, units = training.read_history(folder)
     assert accuracy is None and label.endswith("10-shot regression tasks, 25 per step, lr 0.001")
     np.testing.assert_array_equal(episodes, [50, 100])
-    (panel,) = plots.learning_curves([(label, episodes, loss, accuracy)]).axes
+    (panel,) = plots.learning_curves([(label, episodes, loss, accuracy, units)]).axes
     np.testing.assert_allclose(panel.get_lines()[0].get_ydata(), [2.5, 1.5])
+    assert panel.get_xlabel() == "training tasks"
+
+
+@pytest.mark.parametrize("model, units", [("mann", "sequences"), ("siamese", "pair batches")])
+def test_learning_curves_count_what_the_run_trains_on(tmp_path, model, units):
+    """The x axis names what a run's `episodes` count: a sequence model's sequences, a pair
+    model's batches of pairs; phases of two kinds (a Siamese head on a ProtoNet) both."""
+    run = write_log(tmp_path / model, "", [(0, 0.5, 2.0)], model=model, ways=5)
+    figure = plots.learning_curves([training.read_history(run)])
+    assert {axes.get_xlabel() for axes in figure.axes} == {f"training {units}"}
+    episodes = write_log(tmp_path / "protonet", "", [(0, 0.5, 2.0)])
+    both = plots.learning_curves([training.read_history(episodes), training.read_history(run)])
+    assert both.axes[0].get_xlabel() == f"training episodes / {units}"

@@ -1,6 +1,7 @@
 """Pictures of training runs and sequence evaluations, as PNG.
 
-Learning curves (training loss and accuracy against episodes):
+Learning curves (training loss and accuracy against episodes, or the run's sequences, tasks
+or pair batches):
 
     keras-fewshot plot --log=runs/my_protonet --output=runs/my_protonet/curves.png
     keras-fewshot plot --log=zoo/protonet_omniglot/pretrain_history.csv \

@@ -14,7 +14,8 @@ class TaskKind:
     protocols = {}  # {name: spec}: evaluation protocols on its own generated tasks
     serving_inputs = None  # serving_default's {input: (dtype, shape, shape as named)}
     unit = "episode"  # what one forward pass or serving request takes, as benchmarks name it
-    distortion_averaging = False  # whether `evaluate` takes test_distortions > 0
+    trained_units = "episodes"  # what a config's `episodes` counts, as learning curves name it
+    distortion_averaging = False  # whether `evaluate` takes test_distortions (> 0)
     # why fewer than 2 ways would teach nothing, as the config's check says
     one_way_problem = ("a 1-way episode is solved by any model (every query is class 0), so "
                        "it trains to a loss of 0 and learns nothing")
@@ -56,13 +57,12 @@ class TaskKind:
         return f"{config.ways}-way {config.shots}-shot {config.queries}-query"
 
     def evaluate(self, model, data, name, protocol, spec, settings=None, episodes=1000,
-                 queries=15, seed=0, within_group=False, episodes_per_batch=10, verbose=1,
-                 test_distortions=0):
+                 queries=15, seed=0, within_group=False, episodes_per_batch=10, verbose=1):
         """Evaluation rows of `model` on `data` (test classes called `name`; None for
         generated tasks) by `protocol` (None: any labelled images) and its `spec`
-        (`evaluation.PROTOCOLS`; the Vinyals one without a protocol). test_distortions:
-        distorted views averaged per episode, > 0 only for a kind with
-        `distortion_averaging` (`evaluation.evaluate_data` refuses it for the others)."""
+        (`evaluation.PROTOCOLS`; the Vinyals one without a protocol). A kind with
+        `distortion_averaging` takes test_distortions too: distorted views averaged per
+        episode (`evaluation.evaluate_data` refuses them for the others)."""
         raise NotImplementedError
 
     def evaluation_figure(self, model, rows, label, data, name, queries=15, seed=0,

@@ -10,6 +10,7 @@ class Pairs(Episodes):
     same-class labels as targets."""
 
     name = "pairs"
+    trained_units = "pair batches"
 
     def check_config(self, config):
         if config.pairs < 2 or config.pairs % 2:

@@ -59,6 +59,7 @@ class Regression(TaskKind):
     `queries` query points, the query values as targets; not served."""
 
     name = "regression_tasks"
+    trained_units = "tasks"
     dataset = SINUSOID
     # K = 5 support points, 100 query points; MSE after 1, 5 and 10 inner steps
     protocols = {SINUSOID: {"settings": ((5,),), "queries": 100, "inner_steps": (1, 5, 10)}}
@@ -77,8 +78,7 @@ class Regression(TaskKind):
         return f"{config.shots}-shot regression tasks"
 
     def evaluate(self, model, data, name, protocol, spec, settings=None, episodes=1000,
-                 queries=15, seed=0, within_group=False, episodes_per_batch=10, verbose=1,
-                 test_distortions=0):
+                 queries=15, seed=0, within_group=False, episodes_per_batch=10, verbose=1):
         """`evaluate_sinusoid`'s rows for each K of `settings` ((K,) tuples; default the
         protocol's), `episodes` tasks each."""
         if protocol not in self.protocols:

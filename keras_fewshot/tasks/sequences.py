@@ -78,6 +78,7 @@ class Sequences(TaskKind):
     name = "sequences"
     serving_inputs = SEQUENCE_INPUTS
     unit = "sequence"
+    trained_units = "sequences"
     one_way_problem = "a sequence of one class teaches nothing (its label is always 0)"
 
     def training_stream(self, config, model, data, start=0):
@@ -100,8 +101,7 @@ class Sequences(TaskKind):
         return f"sequences of {config.ways} classes x {config.instances} instances"
 
     def evaluate(self, model, data, name, protocol, spec, settings=None, episodes=1000,
-                 queries=15, seed=0, within_group=False, episodes_per_batch=10, verbose=1,
-                 test_distortions=0):
+                 queries=15, seed=0, within_group=False, episodes_per_batch=10, verbose=1):
         """`evaluate_sequences`' rows on sequences of the model's classes (`episodes` counts
         sequences); N-way K-shot settings are refused."""
         if settings:

@@ -23,7 +23,8 @@ def history_rows(path):
 def read_history(path):
     """A training log (history.csv beside its config.json, or <prefix>history.csv beside
     <prefix>config.json) as (label, episodes at the end of each epoch, loss, accuracy or
-    None for runs without an accuracy metric, such as regression)."""
+    None for runs without an accuracy metric, such as regression; units: what the episodes
+    count, the task kind's `trained_units`, e.g. "sequences")."""
     path = pathlib.Path(path)
     if path.is_dir():
         path = path / "history.csv"
@@ -41,8 +42,9 @@ def read_history(path):
     loss = np.asarray([float(rows[e]["loss"]) for e in epochs])
     accuracy = (np.asarray([float(rows[e]["accuracy"]) for e in epochs])
                 if "accuracy" in rows[epochs[0]] else None)
-    shape = MODELS[config.model].task_kind.run_description(config)
+    kind = MODELS[config.model].task_kind
+    shape = kind.run_description(config)
     if config.episodes_per_step > 1:
         shape += f", {config.episodes_per_step} per step"
     label = f"{path.parent.name}/{path.name}: {shape}, lr {config.learning_rate:g}"
-    return label, episodes, loss, accuracy
+    return label, episodes, loss, accuracy, kind.trained_units
