@@ -210,11 +210,11 @@ def serving_functions(model, ranked=False, constant_weights=None, feature_branch
     return functions
 
 
-def _archive(model, ranked=False, constant_weights=None, feature_branches=1):
+def _archive(model, functions):
+    """The ExportArchive of `model` with `functions` (`serving_functions`') as endpoints."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, (fn, specs) in serving_functions(model, ranked, constant_weights,
-                                               feature_branches).items():
+    for name, (fn, specs) in functions.items():
         archive.add_endpoint(name, _positional(fn, list(specs)),
                              input_signature=list(specs.values()))
     return archive
@@ -252,10 +252,10 @@ def export_saved_model(model, path, overwrite=False, constant_weights=None,
     `feature_branches` (metric models only; default 1): embed a request's images in that many
     independent branches, for serving with intra-op threads 1 and inter-op threads 2 (see
     the module's docstring). ValueError for another model with more than 1, or below 1."""
-    _feature_branches(model, feature_branches)  # refused before anything is written
+    functions = serving_functions(model, constant_weights=constant_weights,
+                                  feature_branches=feature_branches)  # refused before writing
     return _write_atomically(path, overwrite, lambda staging: _archive(
-        model, constant_weights=constant_weights,
-        feature_branches=feature_branches).write_out(str(staging), verbose=False))
+        model, functions).write_out(str(staging), verbose=False))
 
 
 def computes_in_float32(model):
@@ -274,11 +274,13 @@ def export_tflite(model, path, overwrite=False):
                          f"{model.dtype_policy.name}): TFLite's builtin kernels take no bf16. "
                          "Build it with the float32 policy (--dtype_policy=float32).")
 
+    functions = serving_functions(model, ranked=True)
+
     def write(staging):
         saved = staging.with_name("saved_model")
-        _archive(model, ranked=True).write_out(str(saved), verbose=False)
+        _archive(model, functions).write_out(str(saved), verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(
-            str(saved), signature_keys=list(serving_functions(model)))
+            str(saved), signature_keys=list(functions))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         staging.write_bytes(converter.convert())
     return _write_atomically(path, overwrite, write)
