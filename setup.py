@@ -31,5 +31,5 @@ setup(
         "numpy",
         "absl-py",
     ],
-    extras_require={"test": ["pytest", "pillow"]},
+    extras_require={"test": ["pytest", "pytest-xdist", "pillow"]},
 )

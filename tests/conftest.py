@@ -18,6 +18,21 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 OMNIGLOT_ENV = "KERAS_FEWSHOT_OMNIGLOT_DIR"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist with `--dist loadgroup` (`-n 2 --dist loadgroup`) the tests of a
+    file that use any of its module-scoped fixtures (a training run, an exported model, a
+    process started in the background) form one group: one worker runs them, in file order,
+    and builds each such fixture once, as a serial run does. The other tests are spread one
+    by one. The mark changes nothing in a serial run, and without pytest-xdist none is set."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)  # a test function's fixtures (pytest's)
+        if info and any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
+
+
 def omniglot_path() -> pathlib.Path:
     """$KERAS_FEWSHOT_OMNIGLOT_DIR, else <repo>/../shared/data/omniglot."""
     env = os.environ.get(OMNIGLOT_ENV)
